@@ -1,0 +1,103 @@
+"""Save and load a trained model together with the config that rebuilds it.
+
+A checkpoint is a ``torch.save`` dictionary (loaded with ``weights_only=True``: only
+tensors and plain Python values, no pickled code):
+
+    format        "cnzsl-checkpoint/1"
+    model_type    "AttributeEmbedderModel" | "LinearClassifier"
+    model_config  the model's config dataclass as a dict
+    state_dict    parameters and buffers (CN running statistics included)
+    metadata      free JSON-like data (training config, data summary, metrics)
+
+Writes are atomic (:func:`analysis.io.atomic_write`).  Loading into an existing model
+whose architecture differs from the file's raises a ValueError naming every differing
+field, before any weight is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from analysis.io import atomic_write, to_jsonable
+from analysis.model import AttributeEmbedderModel, ClassifierConfig, EmbedderConfig, LinearClassifier
+
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_FORMAT = "cnzsl-checkpoint/1"
+_MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
+    "AttributeEmbedderModel": (AttributeEmbedderModel, EmbedderConfig),
+    "LinearClassifier": (LinearClassifier, ClassifierConfig),
+}
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None) -> Path:
+    """Atomically write ``model`` (weights, buffers and config) and ``metadata`` to ``path``."""
+    name = type(model).__name__
+    if name not in _MODEL_TYPES:
+        raise TypeError(f"cannot checkpoint a {name}; expected one of {', '.join(_MODEL_TYPES)}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_type": name,
+        "model_config": dataclasses.asdict(model.config),
+        "state_dict": state,
+        "metadata": to_jsonable(metadata or {}),
+    }
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(
+    path: str | os.PathLike, into: nn.Module | None = None, *, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the file.
+        into: an existing model to load the weights into; its type and config must equal
+            the file's.  ``None`` builds a fresh model from the stored config.
+        map_location: device of the loaded tensors.
+
+    Returns:
+        ``(model, metadata)``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a checkpoint of this toolkit, or a different architecture than ``into``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with `cnzsl train --out DIR` (writes DIR/model.pt)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for a foreign or torn file
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} file (found format {found!r})")
+    model_cls, config_cls = _MODEL_TYPES[payload["model_type"]]
+    stored = config_cls(**payload["model_config"])
+    if into is None:
+        into = model_cls(stored)
+    else:
+        if type(into) is not model_cls:
+            raise ValueError(
+                f"{path} holds a {payload['model_type']}, cannot load it into a {type(into).__name__}"
+            )
+        differ = [
+            f"{f.name}: file {getattr(stored, f.name)!r} vs model {getattr(into.config, f.name)!r}"
+            for f in dataclasses.fields(stored)
+            if getattr(stored, f.name) != getattr(into.config, f.name)
+        ]
+        if differ:
+            raise ValueError(
+                f"{path} was saved from a different architecture ({'; '.join(differ)}); build the "
+                f"model from the file with load_checkpoint(path) instead"
+            )
+    into.load_state_dict(payload["state_dict"])
+    return into, payload["metadata"]
