@@ -80,6 +80,11 @@ def load_checkpoint(
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} file (found format {found!r})")
+    if payload.get("model_type") not in _MODEL_TYPES:
+        raise ValueError(
+            f"{path} holds an unknown model type {payload.get('model_type')!r}; "
+            f"expected one of {', '.join(_MODEL_TYPES)}"
+        )
     model_cls, config_cls = _MODEL_TYPES[payload["model_type"]]
     stored = config_cls(**payload["model_config"])
     if into is None:

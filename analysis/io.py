@@ -61,7 +61,7 @@ def to_jsonable(value: Any) -> Any:
         return value.detach().cpu().tolist()
     if isinstance(value, Path):
         return str(value)
-    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalar
+    if hasattr(value, "item") and hasattr(value, "dtype") and getattr(value, "ndim", 0) == 0:  # numpy scalar
         return value.item()
     if hasattr(value, "tolist"):  # numpy array
         return value.tolist()

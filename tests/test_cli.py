@@ -1,0 +1,106 @@
+"""The ``cnzsl train`` command: outputs, reproducibility from model.pt, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from analysis.checkpoint import load_checkpoint
+from analysis.cli import main
+from analysis.datasets import load_dataset
+from analysis.evaluation import evaluate
+from tests.conftest import GBU_ROOT, real_att_splits
+
+KEYS = ("zsl_unseen", "gzsl_unseen", "gzsl_seen", "gzsl_harmonic", "train_seconds")
+
+
+@pytest.fixture(scope="module")
+def apy_run(tmp_path_factory):
+    """One short real run of the CLI on the smallest synthetic preset (APY: 20 + 12 classes)."""
+    out = tmp_path_factory.mktemp("run") / "apy"
+    rc = main(["train", "--dataset", "apy", "--epochs", "2", "--out", str(out), "--no-progress"])
+    return rc, out
+
+
+def test_train_writes_results_config_environment_and_model(apy_run, capsys):
+    rc, out = apy_run
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert all(0 <= results[k] <= 100 for k in KEYS[:4]) and results["train_seconds"] > 0
+    # well above chance after only 2 epochs: 12 unseen classes, chance 8.3 % (seen 22.5 %)
+    assert results["zsl_unseen"] > 2 * 100 / 12 and results["gzsl_harmonic"] > 2 * 100 / 32
+    assert results["data_source"] == "synthetic" and len(results["loss"]) == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["preset"] == "cn" and config["run"]["train"]["epochs"] == 2
+    assert config["model"]["final_init"] == "eq10" and config["data"]["num_unseen_classes"] == 12
+    env = json.loads((out / "environment.json").read_text())
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_saved_model_reproduces_the_reported_numbers(apy_run):
+    _, out = apy_run
+    model, meta = load_checkpoint(out / "model.pt")
+    scores = evaluate(model, load_dataset("APY", seed=meta["run"]["data_seed"])).percent()
+    results = json.loads((out / "results.json").read_text())
+    for key in KEYS[:4]:
+        assert scores[key] == pytest.approx(results[key], abs=1e-9)
+
+
+def test_existing_outputs_are_never_overwritten(apy_run, capsys):
+    _, out = apy_run
+    before = (out / "results.json").read_bytes()
+    rc = main(["train", "--dataset", "APY", "--epochs", "1", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "already holds results.json" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (out / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "FLO"], "unknown data set 'FLO'; choose one of AWA1, AWA2, CUB, SUN, APY"),
+        (["--preset", "resnet"], "unknown preset 'resnet'; choose one of mlp, mlp+eq9, mlp+eq10, cn"),
+        (["--synthetic-features"], "--synthetic-features needs --data-root"),
+        (["--data-root", "/nonexistent/gbu"], "GBU root folder /nonexistent/gbu does not exist"),
+        (["--seen-logit-scale", "0"], "seen_logit_scale must be positive"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(args, message, tmp_path, capsys):
+    rc = main(["train", *args, "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("cnzsl: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_real_root_without_features_points_at_synthetic_features(tmp_path, capsys):
+    real_att_splits("CUB")
+    rc = main(["train", "--dataset", "CUB", "--data-root", str(GBU_ROOT), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "res101.mat not found" in err and "--synthetic-features" in err
+
+
+def test_semi_synthetic_run_on_real_attributes(tmp_path):
+    real_att_splits("SUN")
+    out = tmp_path / "sun"
+    rc = main(["train", "--dataset", "SUN", "--data-root", str(GBU_ROOT), "--synthetic-features",
+               "--epochs", "1", "--preset", "mlp", "--out", str(out), "--no-progress", "--no-save-model"])
+    assert rc == 0 and not (out / "model.pt").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert results["data_source"] == "semi-synthetic" and results["dataset"] == "SUN"
+    assert results["zsl_unseen"] > 5 * 100 / 72  # 72 unseen classes
+
+
+def test_console_script_help_documents_every_option():
+    out = subprocess.run([sys.executable, "-m", "analysis", "train", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for option in ("--dataset", "--data-root", "--synthetic-features", "--preset", "--epochs", "--seed",
+                   "--device", "--out", "--overwrite", "--standardization-mode", "--seen-logit-scale"):
+        assert option in out

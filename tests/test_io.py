@@ -1,0 +1,136 @@
+"""analysis.io: atomic writes, JSON conversion, environment description."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.io import atomic_write, environment_info, to_jsonable, write_json
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+# -- atomic_write ----------------------------------------------------------------------------
+def test_atomic_write_creates_parent_folders(tmp_path):
+    path = tmp_path / "a" / "b" / "out.bin"
+    assert atomic_write(path, lambda f: f.write(b"hello")) == path
+    assert path.read_bytes() == b"hello"
+    assert files_under(tmp_path) == ["a", "a/b", "a/b/out.bin"]
+
+
+def test_atomic_write_accepts_str_path(tmp_path):
+    result = atomic_write(str(tmp_path / "x.txt"), lambda f: f.write(b"1"))
+    assert isinstance(result, Path) and result.read_bytes() == b"1"
+
+
+def test_atomic_write_overwrites(tmp_path):
+    path = tmp_path / "out.bin"
+    atomic_write(path, lambda f: f.write(b"old"))
+    atomic_write(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new"
+    assert files_under(tmp_path) == ["out.bin"]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_failed_write_keeps_previous_content(tmp_path, error):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"previous")
+
+    def fail(f):
+        f.write(b"partial")
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(path, fail)
+    assert path.read_bytes() == b"previous"
+    assert files_under(tmp_path) == ["out.bin"]
+
+
+def test_failed_first_write_leaves_nothing(tmp_path):
+    def fail(f):
+        raise ValueError("nope")
+
+    with pytest.raises(ValueError, match="nope"):
+        atomic_write(tmp_path / "new.bin", fail)
+    assert files_under(tmp_path) == []
+
+
+# -- to_jsonable / write_json ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Inner:
+    weights: torch.Tensor
+    where: Path
+
+
+@dataclass
+class Outer:
+    name: str
+    dims: tuple[int, ...]
+    inner: Inner
+    score: np.float32
+
+
+def test_write_json_round_trip(tmp_path):
+    obj = {
+        "config": Outer("run", (6, 6), Inner(torch.tensor([[1.0, 2.5], [3.0, -4.0]]), Path("/data/x.mat")),
+                        np.float32(0.5)),
+        "scalar_tensor": torch.tensor(3),
+        "pair": (1, "two", (3.0,)),
+        "path": Path("results") / "run1",
+        "np": {"i": np.int64(7), "f": np.float64(0.25), "b": np.bool_(True)},
+        "array": np.arange(3),
+        "single": np.array([9]),
+        1: None,
+    }
+    path = write_json(tmp_path / "sub" / "out.json", obj)
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    assert json.loads(text) == {
+        "config": {"name": "run", "dims": [6, 6],
+                   "inner": {"weights": [[1.0, 2.5], [3.0, -4.0]], "where": "/data/x.mat"},
+                   "score": 0.5},
+        "scalar_tensor": 3,
+        "pair": [1, "two", [3.0]],
+        "path": str(Path("results") / "run1"),
+        "np": {"i": 7, "f": 0.25, "b": True},
+        "array": [0, 1, 2],
+        "single": [9],
+        "1": None,
+    }
+    assert files_under(tmp_path) == ["sub", "sub/out.json"]
+
+
+def test_to_jsonable_numpy_scalars_become_python():
+    for value, kind in ((np.float32(1.5), float), (np.int32(-2), int), (np.bool_(False), bool)):
+        converted = to_jsonable(value)
+        assert type(converted) is kind and converted == value.item()
+
+
+def test_to_jsonable_dataclass_class_is_left_alone():
+    assert to_jsonable(Inner) is Inner
+
+
+def test_write_json_keeps_nan(tmp_path):
+    path = write_json(tmp_path / "nan.json", {"x": float("nan")})
+    assert math.isnan(json.loads(path.read_text())["x"])
+
+
+# -- environment_info ----------------------------------------------------------------------------
+def test_environment_info_cpu():
+    info = environment_info("cpu")
+    assert {"python", "torch", "numpy", "scipy", "device"} <= info.keys()
+    assert info["device"] == "cpu"
+    assert info["torch"] == torch.__version__ and info["numpy"] == np.__version__
+    json.dumps(info)
+
+
+def test_environment_info_without_device():
+    assert "device" not in environment_info()
