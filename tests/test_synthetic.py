@@ -69,9 +69,9 @@ def test_features_depend_on_attributes_not_only_labels():
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     att = torch.rand(4, 6)
     labels = torch.tensor([0, 1, 2, 3] * 50)
-    z = synthesize_features(att, labels, feature_dim=64, noise=0.0, unexplained=0.0, nuisance_rank=0,
+    z = synthesize_features(att, labels, feature_dim=64, noise=0.0, unexplained=0.0, instance_jitter=0.0,
                             generator=g())
-    z_swapped = synthesize_features(att[[1, 0, 2, 3]], labels, feature_dim=64, noise=0.0, nuisance_rank=0,
+    z_swapped = synthesize_features(att[[1, 0, 2, 3]], labels, feature_dim=64, noise=0.0, instance_jitter=0.0,
                                     unexplained=0.0, generator=g())
     torch.testing.assert_close(z_swapped[labels == 0], z[labels == 1])
 
@@ -131,7 +131,7 @@ def test_errors():
     g = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
         synthesize_features(torch.rand(4, 3), torch.tensor([0, 4]), generator=g)
-    with pytest.raises(ValueError, match="need 0 <= family_share <= 1"):
-        synthesize_features(torch.rand(4, 3), torch.tensor([0, 1]), family_share=2.0, generator=g)
+    with pytest.raises(ValueError, match="need noise, unexplained, instance_jitter >= 0"):
+        synthesize_features(torch.rand(4, 3), torch.tensor([0, 1]), instance_jitter=-1.0, generator=g)
     with pytest.raises(ValueError, match=r"expected attributes \[C, d_a\] and labels \[N\]"):
         synthesize_features(torch.rand(4), torch.tensor([0]), generator=g)
