@@ -134,3 +134,14 @@ def test_environment_info_cpu():
 
 def test_environment_info_without_device():
     assert "device" not in environment_info()
+
+
+def test_atomic_write_gives_the_usual_file_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
