@@ -5,12 +5,18 @@
 
 Errors in the user's input (unknown data set or preset, missing file, existing outputs)
 end the command with one line on stderr, ``cnzsl: error: ...``, and exit status 2.
+
+Other packages add commands through the entry-point group ``cnzsl.commands``: each entry
+is a function ``register(subparsers)`` that adds its sub-parser and sets ``handler``
+(``variance`` registers ``cnzsl variance`` and ``cnzsl attributes`` this way), so the
+core never imports the packages built on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from analysis.data import DataError
@@ -91,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_train(subparsers)
+    for entry in sorted(entry_points(group="cnzsl.commands"), key=lambda e: e.name):
+        entry.load()(subparsers)
     return parser
 
 
