@@ -45,25 +45,28 @@ STANDARDIZATION_MODES = ("correct", "notebook")
 
 
 def class_statistics(h: Tensor, mode: str = "correct") -> tuple[Tensor, Tensor]:
-    """Per-column mean and variance over the class axis of ``h`` [K, d].
+    """Per-column mean and variance over the class axis of ``h`` [..., K, d].
 
-    Returns ``(mean [d], var [d])``; the variance is biased (divides by K) in ``"correct"``
-    mode and unbiased (divides by K - 1, as ``torch.var``) in ``"notebook"`` mode.
+    Leading dimensions are batch dimensions (e.g. many initializations at once); the
+    statistics are over the class axis ``-2``.  Returns ``(mean [..., 1, d], var [..., 1, d])``;
+    the variance is biased (divides by K) in ``"correct"`` mode and unbiased (divides by
+    K - 1, as ``torch.var``) in ``"notebook"`` mode.
     """
     if mode not in STANDARDIZATION_MODES:
         raise ValueError(f"mode must be one of {STANDARDIZATION_MODES}, got {mode!r}")
-    if h.ndim != 2:
+    if h.ndim < 2:
         raise ValueError(
             f"class standardization expects a [K, d] matrix (one row per class), got shape "
             f"{tuple(h.shape)}"
         )
-    k = h.shape[0]
+    k = h.shape[-2]
     if k < 2:
         raise ValueError(
             f"class standardization needs at least 2 classes to estimate a variance, got K={k}; "
             f"pass more classes or evaluate in eval mode (running statistics)"
         )
-    return h.mean(dim=0), h.var(dim=0, correction=0 if mode == "correct" else 1)
+    var, mean = torch.var_mean(h, dim=-2, correction=0 if mode == "correct" else 1, keepdim=True)
+    return mean, var
 
 
 def class_standardize(
@@ -74,17 +77,17 @@ def class_standardize(
     eps: float = 1e-5,
     mode: str = "correct",
 ) -> Tensor:
-    """Pure Eq. (9): ``(h - mean) / sqrt(var + eps)`` over the class axis of ``h`` [K, d].
+    """Pure Eq. (9): ``(h - mean) / sqrt(var + eps)`` over the class axis of ``h`` [..., K, d].
 
     Args:
-        h: hidden matrix ``[K, d]``.
-        mean, var: statistics ``[d]`` to use (e.g. running ones); both ``None`` means the
-            class statistics of ``h`` itself (:func:`class_statistics`).
+        h: hidden matrix ``[K, d]``, or a batch ``[..., K, d]`` standardized independently.
+        mean, var: statistics broadcastable to ``h`` (e.g. running ones ``[d]``); both
+            ``None`` means the class statistics of ``h`` itself (:func:`class_statistics`).
         eps: added to the variance (inside the square root in ``"correct"`` mode).
         mode: ``"correct"`` or ``"notebook"`` (divides by ``var + eps``, no square root).
 
     Returns:
-        The standardized matrix, ``[K, d]``; differentiable in ``h``, no side effects.
+        The standardized matrix, shaped as ``h``; differentiable in ``h``, no side effects.
     """
     if (mean is None) != (var is None):
         raise ValueError("pass both mean and var, or neither (to use the statistics of h)")
@@ -136,8 +139,8 @@ class ClassStandardization(nn.Module):
         mean, var = class_statistics(h, self.mode)
         if self.update_running_stats:
             with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach(), self.momentum)
+                self.running_mean.lerp_(mean.detach().squeeze(0), self.momentum)
+                self.running_var.lerp_(var.detach().squeeze(0), self.momentum)
         return class_standardize(h, mean, var, eps=self.eps, mode=self.mode)
 
     def extra_repr(self) -> str:

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["INIT_SCHEMES", "init_linear_", "weight_variance"]
+__all__ = ["INIT_SCHEMES", "init_linear_", "linear_init_bounds", "weight_variance"]
 
 INIT_SCHEMES = ("pytorch", "kaiming_fan_in", "kaiming_fan_out", "xavier", "eq10", "eq10_relu")
 
@@ -44,6 +44,16 @@ def weight_variance(scheme: str, fan_in: int, fan_out: int) -> float:
     return variances[scheme]
 
 
+def linear_init_bounds(scheme: str, fan_in: int, fan_out: int) -> tuple[float, float]:
+    """Half-widths ``(b_weight, b_bias)`` of the uniform laws of ``scheme``'s weight and bias.
+
+    ``b_weight = sqrt(3 Var)`` with ``Var = weight_variance(scheme, ...)``; ``b_bias =
+    1/sqrt(fan_in)`` (nn.Linear's default, variance ``1/(3 fan_in)``).  Every draw of a
+    linear layer's parameters in the toolkit, batched or not, goes through these bounds.
+    """
+    return math.sqrt(3.0 * weight_variance(scheme, fan_in, fan_out)), 1.0 / math.sqrt(fan_in)
+
+
 @torch.no_grad()
 def init_linear_(
     layer: nn.Linear, scheme: str = "pytorch", *, generator: torch.Generator | None = None
@@ -52,9 +62,8 @@ def init_linear_(
     if not isinstance(layer, nn.Linear):
         raise TypeError(f"init_linear_ expects an nn.Linear, got {type(layer).__name__}")
     fan_out, fan_in = layer.weight.shape
-    bound = math.sqrt(3.0 * weight_variance(scheme, fan_in, fan_out))
+    bound, bias_bound = linear_init_bounds(scheme, fan_in, fan_out)
     layer.weight.uniform_(-bound, bound, generator=generator)
     if layer.bias is not None:
-        b = 1.0 / math.sqrt(fan_in)
-        layer.bias.uniform_(-b, b, generator=generator)
+        layer.bias.uniform_(-bias_bound, bias_bound, generator=generator)
     return layer

@@ -1,0 +1,355 @@
+"""Tests of variance/profiler.py: exact oracles, purity, Monte Carlo over inits, the recorder."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from analysis.class_standardization import ClassStandardization
+from analysis.init import weight_variance
+from analysis.model import AttributeEmbedderModel, ClassifierConfig, LinearClassifier, preset_config
+from analysis.normalization import normalize_attributes
+from analysis.data import ZSLData
+from analysis.training import History, TrainConfig, train
+from tests.conftest import TINY_SPEC
+from variance.profiler import (
+    STATISTICS,
+    LayerStatistics,
+    VarianceRecorder,
+    profile_at_init,
+    profile_layers,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run hundreds of tiny forward passes: on a busy 2-core machine, waking a
+    second OpenMP thread costs milliseconds per op (about 500 times the op), so use one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _oracle(h: Tensor) -> dict[str, float]:
+    """The four statistics written out in float64 with explicit sums."""
+    h = h.double()
+    k, d = h.shape
+    centered = h - h.sum(0) / k
+    return {"mean": float(h.sum() / (k * d)),
+            "class_variance": float(centered.square().sum() / (k * d)),
+            "second_moment": float(h.square().sum() / (k * d)),
+            "norm_sq": float(h.square().sum() / k)}
+
+
+def _assert_stats(stats: LayerStatistics, expected: dict[str, float], rel: float = 1e-12) -> None:
+    for stat in STATISTICS:
+        assert getattr(stats, stat) == pytest.approx(expected[stat], rel=rel, abs=rel), stat
+
+
+def _cn_model(seed: int = 0, **overrides: object) -> AttributeEmbedderModel:
+    overrides = {"hidden_dims": (16, 16), **overrides}
+    config = preset_config("cn", TINY_SPEC.attribute_dim, TINY_SPEC.feature_dim, **overrides)
+    return AttributeEmbedderModel(config, generator=torch.Generator().manual_seed(seed))
+
+
+def _attributes(k: int = 6, d: int = TINY_SPEC.attribute_dim, seed: int = 0) -> Tensor:
+    raw = torch.rand(k, d, generator=torch.Generator().manual_seed(seed))
+    return normalize_attributes(raw, "l2_sqrt")
+
+
+class ResidualMLP(nn.Module):
+    """A custom embedder, not from analysis: x + MLP(LayerNorm(x)) blocks, one shared ReLU."""
+
+    def __init__(self, d_a: int, width: int, d_z: int, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.inp = nn.Linear(d_a, width)
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, width)
+        self.act = nn.ReLU()  # called twice per forward pass
+        self.out = nn.Linear(width, d_z)
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.ndim == 2:
+                    p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]), generator=generator)
+
+    def prototypes(self, attributes: Tensor) -> Tensor:
+        h = self.act(self.inp(attributes))
+        h = h + self.act(self.fc(self.norm(h)))  # residual
+        return self.out(h)
+
+
+# -- exact oracles ----------------------------------------------------------------------
+
+def test_hand_computed_linear():
+    """p = W a with W, a integers: every statistic worked out by hand."""
+    model = nn.Sequential(nn.Linear(3, 4, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]))
+    a = torch.tensor([[1.0, 2, 0], [3, 0, 1]])  # rows of h: [1, 2, 0, 3] and [3, 0, 1, 4]
+    profile = profile_layers(model, a)
+    assert list(profile) == ["0", "prototypes"]  # no `prototypes` method: model(a) is called
+    # mean 14/8; class variances ((x1-x2)/2)^2 = 1, 1, 1/4, 1/4; squares 40/8; norms 14, 26
+    expected = {"mean": 1.75, "class_variance": 0.625, "second_moment": 5.0, "norm_sq": 20.0}
+    for name in ("0", "prototypes"):
+        assert profile[name] == LayerStatistics(name, (2, 4), **expected)
+    assert profile["0"].as_dict() == expected
+    assert LayerStatistics.of("0", model(a).detach()) == profile["0"]
+
+
+@given(k=st.integers(2, 9), d=st.integers(1, 7), seed=st.integers(0, 2**31 - 1))
+def test_class_standardization_output(k, d, seed):
+    """After S in train mode: class variance = mean_j v_j/(v_j+eps), mean 0; eval: /(1+eps)."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, d), ClassStandardization(d))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(generator=g)
+    a = torch.randn(k, 4, generator=g)
+    h = model[0](a).detach().double()
+    v, eps = h.var(0, correction=0), model[1].eps
+    train_profile = profile_layers(model, a)
+    _assert_stats(train_profile["0"], _oracle(h), rel=1e-6)
+    assert train_profile["1"].class_variance == pytest.approx(float((v / (v + eps)).mean()), rel=1e-5)
+    assert abs(train_profile["1"].mean) < 1e-6
+    # eval mode: running statistics (0, 1) -> S(h) = h / sqrt(1 + eps)
+    eval_profile = profile_layers(model, a, mode="eval")
+    assert eval_profile["1"].class_variance == pytest.approx(float(v.mean()) / (1 + eps), rel=1e-5, abs=1e-12)
+
+
+def test_logits_match_features_times_prototypes():
+    model = _cn_model()
+    a = _attributes()
+    z = torch.rand(5, TINY_SPEC.feature_dim, generator=torch.Generator().manual_seed(1))
+    profile = profile_layers(model, a, z)
+    assert list(profile)[-3:] == ["prototypes", "logits_raw", "logits_ns"]
+    with torch.no_grad():
+        p = model.prototypes(a).double()
+    _assert_stats(profile["prototypes"], _oracle(p))
+    raw = z.double() @ p.T  # [B, K]; recorded class-major as [K, B]
+    assert profile["logits_raw"].shape == (6, 5)
+    _assert_stats(profile["logits_raw"], _oracle(raw.T))
+    cos = nn.functional.normalize(z.double(), dim=1) @ nn.functional.normalize(p, dim=1).T
+    _assert_stats(profile["logits_ns"], _oracle(25.0 * cos.T))  # gamma = model.head.gamma = 5
+    ns = profile["logits_ns"]
+    assert abs(ns.mean) <= 25.0 and ns.second_moment <= 25.0**2 and ns.class_variance <= 25.0**2
+    # an explicit gamma replaces the head's: second moment scales as gamma^4
+    scaled = profile_layers(model, a, z, gamma=2.0)["logits_ns"]
+    assert scaled.second_moment == pytest.approx(ns.second_moment * (2.0 / 5.0) ** 4, rel=1e-12)
+
+
+def test_custom_module_and_repeated_calls():
+    g = torch.Generator().manual_seed(3)
+    model = ResidualMLP(TINY_SPEC.attribute_dim, 8, TINY_SPEC.feature_dim, generator=g)
+    a = _attributes()
+    profile = profile_layers(model, a, torch.rand(4, TINY_SPEC.feature_dim), gamma=5.0)
+    assert list(profile) == ["inp", "act", "norm", "fc", "act#2", "out", "prototypes",
+                             "logits_raw", "logits_ns"]
+    with torch.no_grad():
+        _assert_stats(profile["prototypes"], _oracle(model.prototypes(a)))
+        _assert_stats(profile["norm"], _oracle(model.norm(model.act(model.inp(a)))), rel=1e-9)
+    only = profile_layers(model, a, layers=["fc"])
+    assert list(only) == ["fc", "prototypes"] and only["fc"] == profile["fc"]
+
+
+def test_linear_classifier_profiles_its_weight_rows():
+    """A model whose prototypes() runs no submodule: only the prototypes and logits entries."""
+    model = LinearClassifier(ClassifierConfig(6, TINY_SPEC.feature_dim, gamma=3.0),
+                             generator=torch.Generator().manual_seed(0))
+    profile = profile_layers(model, _attributes(), torch.rand(4, TINY_SPEC.feature_dim))
+    assert list(profile) == ["prototypes", "logits_raw", "logits_ns"]
+    _assert_stats(profile["prototypes"], _oracle(model.weight.detach()))
+    assert profile["logits_ns"].second_moment <= 3.0**4
+
+
+# -- purity -----------------------------------------------------------------------------
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in [*model.named_parameters(), *model.named_buffers()]}
+
+
+def _bits(t: Tensor) -> Tensor:
+    t = t.detach().reshape(-1)
+    return t.view(torch.uint8) if t.is_floating_point() else t
+
+
+def _assert_untouched(model: nn.Module, before: dict[str, Tensor]) -> None:
+    """Parameters and buffers bitwise equal to ``before``, and no hook left anywhere."""
+    after = dict([*model.named_parameters(), *model.named_buffers()])
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(_bits(after[k]), _bits(v)), k
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_purity(training, mode):
+    model = _cn_model()
+    model.train(training)
+    model.embedder[0].train(not training)  # mixed flags are restored one by one
+    flags = [m.training for m in model.modules()]
+    a, z = _attributes(), torch.rand(3, TINY_SPEC.feature_dim, generator=torch.Generator().manual_seed(2))
+    before = _snapshot(model)
+    rng = torch.get_rng_state()
+    profile_layers(model, a, z, mode=mode)
+    _assert_untouched(model, before)
+    assert [m.training for m in model.modules()] == flags
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(m.update_running_stats for m in model.modules() if isinstance(m, ClassStandardization))
+
+
+def test_purity_batchnorm_dropout_and_user_hooks():
+    """Any stateful module: BatchNorm buffers, dropout draws, and a user's own hook survive."""
+    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3))
+    seen = []
+    model[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    a = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    before = _snapshot(model)
+    rng = torch.get_rng_state()
+    profile = profile_layers(model, a)
+    assert torch.equal(torch.get_rng_state(), rng) and seen == [(7, 6)]
+    after = dict(model.named_buffers())
+    for k in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        assert torch.equal(after[k], before[k]), k
+    assert len(model[0]._forward_hooks) == 1 and all(not m._forward_hooks for m in model[1:])
+    assert profile["1"].class_variance == pytest.approx(1.0, abs=1e-3)  # batch statistics
+
+
+def test_hooks_removed_when_forward_raises():
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cs = ClassStandardization(4)
+            self.lin = nn.Linear(3, 4)
+
+        def prototypes(self, attributes: Tensor) -> Tensor:
+            self.cs(self.lin(attributes))
+            raise RuntimeError("boom")
+
+    model = Broken().eval()
+    before = _snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        profile_layers(model, torch.randn(5, 3))
+    _assert_untouched(model, before)
+    assert not model.training and model.cs.update_running_stats
+
+
+# -- Monte Carlo over initializations ---------------------------------------------------
+
+def _linear_build(d_a: int, d_z: int):
+    config = preset_config("mlp+eq10", d_a, d_z, hidden_dims=(), output_relu=False)
+    return lambda g: AttributeEmbedderModel(config, generator=g)
+
+
+def test_profile_at_init_exact_stderr_and_scaling():
+    build, a = _linear_build(12, 32), _attributes()
+    estimates = profile_at_init(build, a, seeds=range(5))
+    per_seed = torch.tensor([profile_layers(build(torch.Generator().manual_seed(s)), a)["prototypes"].norm_sq
+                             for s in range(5)], dtype=torch.float64)
+    e = estimates["prototypes"]["norm_sq"]
+    assert e.samples == 5 and e.value == pytest.approx(float(per_seed.mean()), rel=1e-12)
+    assert e.stderr == pytest.approx(float(per_seed.std() / math.sqrt(5)), rel=1e-12)
+    # stderr ~ n^(-1/2): fitted log-log slope
+    ns = [16, 32, 64, 128, 256]
+    se = [profile_at_init(build, a, seeds=range(n))["prototypes"]["second_moment"].stderr for n in ns]
+    slope = np.polyfit(np.log(ns), np.log(se), 1)[0]
+    assert abs(slope + 0.5) < 0.15, slope
+
+
+def test_profile_at_init_eq10_linear_embedder():
+    """p_c = V a_c + b: E[second moment] = sigma_V^2 mean ||a_c||^2 + 1/(3 d_a) (V, b independent),
+    E[class variance] = sigma_V^2 (1/K) sum_c ||a_c - abar||^2 (the bias cancels), E[mean] = 0;
+    for fixed z (V2): E[<z_b, p_c>^2] = ||z_b||^2 (sigma_V^2 ||a_c||^2 + 1/(3 d_a))."""
+    d_a, d_z = 12, 32
+    a = _attributes(k=6, d=d_a).double()
+    sigma2 = weight_variance("eq10", d_a, d_z)
+    expected = {
+        "second_moment": sigma2 * float(a.square().sum(1).mean()) + 1.0 / (3 * d_a),
+        "class_variance": sigma2 * float((a - a.mean(0)).square().sum(1).mean()),
+        "mean": 0.0,
+    }
+    expected["norm_sq"] = d_z * expected["second_moment"]
+    z = torch.rand(5, d_z, generator=torch.Generator().manual_seed(1))
+    estimates = profile_at_init(_linear_build(d_a, d_z), a.float(), z, seeds=range(400))
+    for stat, value in expected.items():
+        e = estimates["embedder.0"][stat]
+        assert abs(e.value - value) <= 4.5 * e.stderr, (stat, e, value)
+        assert estimates["prototypes"][stat] == e
+    logit = estimates["logits_raw"]["second_moment"]
+    predicted = float(z.double().square().sum(1).mean()) * expected["second_moment"]
+    assert abs(logit.value - predicted) <= 4.5 * logit.stderr, (logit, predicted)
+
+
+# -- the training callback --------------------------------------------------------------
+
+def _run(data: ZSLData, recorder: VarianceRecorder | None) -> tuple[nn.Module, History]:
+    model = _cn_model(seed=7)
+    history = train(model, data, TrainConfig(epochs=2, batch_size=64, progress=False, device="cpu"),
+                    on_step=recorder)
+    return model, history
+
+
+def test_recorder_does_not_disturb_training(tiny_data):
+    recorder = VarianceRecorder(every=3)
+    model_a, history_a = _run(tiny_data, None)
+    model_b, history_b = _run(tiny_data, recorder)
+    assert history_a.loss == history_b.loss and history_a.steps == history_b.steps == 8
+    _assert_untouched(model_b, _snapshot(model_a))
+    assert recorder.steps.tolist() == [0, 3, 6] and recorder.epochs.tolist() == [0, 0, 1]
+    arrays = recorder.as_arrays()
+    assert list(arrays)[-3:] == ["prototypes", "logits_raw", "logits_ns"]
+    cv = arrays["embedder.5"]["class_variance"]  # after the second S: var / (var + eps) ~ 1
+    assert cv.shape == (3,) and np.all(np.abs(cv - 1.0) < 1e-3)
+    step, epoch, profile = recorder.records[-1]
+    assert (step, epoch) == (6, 1) and arrays["logits_raw"]["norm_sq"][-1] == profile["logits_raw"].norm_sq
+
+
+# -- errors -----------------------------------------------------------------------------
+
+def test_errors():
+    model, a = _cn_model(), _attributes()
+    with pytest.raises(ValueError, match=r"attributes must be a 2-D .* got \(12,\)"):
+        profile_layers(model, a[0])
+    with pytest.raises(ValueError, match=r"attributes must be a 2-D"):
+        profile_at_init(_linear_build(12, 32), a[None], seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"unknown mode 'test'.*'train'.*'eval'"):
+        profile_layers(model, a, mode="test")
+    with pytest.raises(ValueError, match=r"unknown mode"):
+        VarianceRecorder(mode="Eval")
+    with pytest.raises(ValueError, match=r"unknown layer name\(s\) \['embedder.99'\].*embedder.0"):
+        profile_layers(model, a, layers=["embedder.0", "embedder.99"])
+    with pytest.raises(ValueError, match=r"\['head'\] produced no 2-D"):
+        profile_layers(model, a, layers=["head"])
+    with pytest.raises(ValueError, match=r"seeds must hold at least 2 seeds.*got \[\]"):
+        profile_at_init(_linear_build(12, 32), a, seeds=[])
+    with pytest.raises(ValueError, match=r"seeds must be distinct.*\[1, 1\]"):
+        profile_at_init(_linear_build(12, 32), a, seeds=[1, 1])
+    with pytest.raises(TypeError, match=r"build must return an nn.Module, got str"):
+        profile_at_init(lambda g: "model", a, seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"model of seed 1 has layers"):
+        profile_at_init(lambda g: _cn_model(hidden_dims=(16,) * (2 + int(g.initial_seed()))), a, seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"features must be a 2-D \[B, d_z\] matrix, got \(32,\)"):
+        profile_layers(model, a, torch.rand(32))
+    with pytest.raises(ValueError, match=r"features have d_z = 7 .* pass \[B, 32\]"):
+        profile_layers(model, a, torch.rand(3, 7))
+    with pytest.raises(ValueError, match=r"no head.gamma; pass gamma="):
+        profile_layers(nn.Sequential(nn.Linear(12, 4)), a, torch.rand(3, 4))
+    with pytest.raises(ValueError, match=r"gamma must be a positive finite number, got -1.0"):
+        profile_layers(model, a, torch.rand(3, 32), gamma=-1.0)
+    with pytest.raises(ValueError, match=r"must return prototypes \[K, d_z\], got \(6, 2, 2\)"):
+        profile_layers(nn.Sequential(nn.Linear(12, 4), nn.Unflatten(1, (2, 2))), a)
+    with pytest.raises(ValueError, match=r"\['logits_raw'\] clash with the profile entries"):
+        profile_layers(nn.Sequential(OrderedDict(logits_raw=nn.Linear(12, 4))), a)
+    with pytest.raises(ValueError, match=r"every must be a positive integer.*got 0"):
+        VarianceRecorder(every=0)
+    with pytest.raises(ValueError, match=r"expected a \[K, d\] activation for 'x', got shape \(3,\)"):
+        LayerStatistics.of("x", torch.ones(3))

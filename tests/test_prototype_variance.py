@@ -1,0 +1,146 @@
+"""V2-V4: batched inits equal the model, and the prototype/logit variance claims hold
+(or, for V3, fail) with tolerances from the returned standard errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.class_standardization import frozen_class_statistics
+from analysis.init import weight_variance
+from analysis.model import AttributeEmbedderModel, EmbedderConfig
+from variance.batched_embedder import batched_embedder_forward, draw_embedder, iter_draws
+from variance.prototype_variance import check_v2, check_v3, check_v4, measure_prototype_moments
+
+K_SIGMA = 4.5
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _attributes(kind: str, k: int, d_a: int, g: torch.Generator) -> torch.Tensor:
+    """Attribute matrices of the kinds the claims must survive."""
+    x = torch.randn(k, d_a, generator=g, dtype=torch.float64)
+    if kind == "nonnegative":
+        return x.relu() + 0.01
+    if kind == "heavy_tailed":  # log-normal: heavy right tail
+        return torch.exp(2.0 * x)
+    if kind == "correlated":
+        mix = torch.randn(d_a, d_a, generator=g, dtype=torch.float64)
+        return x @ mix + 3.0
+    if kind == "low_rank":
+        return torch.randn(k, 2, generator=g, dtype=torch.float64) @ torch.randn(2, d_a, generator=g, dtype=torch.float64)
+    raise ValueError(kind)
+
+
+def test_batched_forward_equals_the_model_with_the_same_parameters():
+    cfg = EmbedderConfig(7, 9, hidden_dims=(6, 5), cn_layers=(0, -1), output_relu=False)
+    draw = draw_embedder(cfg, 3, dtype=torch.float64, generator=_gen(0))
+    att = torch.rand(4, 7, dtype=torch.float64, generator=_gen(1))
+    out = batched_embedder_forward(draw, att)
+    for s in range(3):
+        model = AttributeEmbedderModel(cfg).double().train()
+        linears = [m for m in model.embedder if isinstance(m, torch.nn.Linear)]
+        with torch.no_grad():
+            for lin, layer in zip(linears, draw.layers):
+                lin.weight.copy_(layer.weight[s])
+                lin.bias.copy_(layer.bias[s])
+        with frozen_class_statistics(model):
+            torch.testing.assert_close(out.prototypes[s], model.prototypes(att), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("scheme", ["pytorch", "eq10", "kaiming_fan_in"])
+def test_drawn_weights_have_the_scheme_variance(scheme):
+    cfg = EmbedderConfig(30, 40, hidden_dims=(20,), final_init=scheme, hidden_init=scheme)
+    draw = draw_embedder(cfg, 50, dtype=torch.float64, generator=_gen(2))
+    w = draw.layers[-1].weight
+    target = weight_variance(scheme, 20, 40)
+    # mean of w^2 over 40000 i.i.d. uniform entries; Var[w^2] = (9/5 - 1) target^2
+    assert abs(w.pow(2).mean().item() - target) <= K_SIGMA * math.sqrt(0.8 / w.numel()) * target
+    assert draw.layers[-1].bias.abs().max() <= 1 / math.sqrt(20)
+
+
+def test_chunks_reuse_one_buffer_and_cover_every_init():
+    cfg = EmbedderConfig(3, 4, hidden_dims=(2,))
+    sizes = [d.num_inits for d in iter_draws(cfg, 10, chunk=4, generator=_gen(0))]
+    assert sizes == [4, 4, 2]
+    with pytest.raises(ValueError, match="chunk must be at least 1"):
+        next(iter_draws(cfg, 3, chunk=0))
+    with pytest.raises(ValueError, match="num_inits must be at least 1"):
+        draw_embedder(cfg, 0)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), d_a=st.integers(2, 48), scale=st.floats(1e-2, 1e2),
+       scheme=st.sampled_from(["pytorch", "xavier", "eq10", "kaiming_fan_out"]), bias=st.booleans())
+def test_v2_linear_embedder_variance_is_sigma2_times_attribute_norm(seed, d_a, scale, scheme, bias):
+    g = _gen(seed)
+    att = torch.rand(6, d_a, generator=g, dtype=torch.float64) * scale
+    z = torch.rand(8, 32, generator=g, dtype=torch.float64)
+    cfg = EmbedderConfig(d_a, 32, hidden_dims=(), cn_layers=(), final_init=scheme, bias=bias)
+    for row in check_v2(cfg, att.float(), z.float(), num_inits=400, k=K_SIGMA, generator=g):
+        assert row.passed, row
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), depth=st.integers(1, 5), width=st.integers(8, 48),
+       kind=st.sampled_from(["nonnegative", "heavy_tailed", "correlated", "low_rank"]),
+       placement=st.sampled_from(["both", "post"]))
+def test_v4_cn_variance_is_independent_of_depth_width_and_attributes(seed, depth, width, kind, placement):
+    g = _gen(seed)
+    att = _attributes(kind, 12, 10, g).float()
+    z = torch.rand(8, 24, generator=g)
+    cfg = EmbedderConfig(10, 24, hidden_dims=(width,) * depth, cn_layers=(-1,), cn_placement=placement,
+                         final_init="eq10", bias=False)
+    rows = check_v4(cfg, att, z, num_inits=300, k=K_SIGMA, generator=g)
+    for row in rows:
+        assert row.passed, row
+    assert rows[0].predicted == pytest.approx(1 / 24, rel=1e-12)  # 1/d_z exactly
+
+
+def test_a_wrong_prediction_fails_the_same_check():
+    g = _gen(0)
+    att = _attributes("nonnegative", 12, 10, g).float()
+    cfg = EmbedderConfig(10, 24, hidden_dims=(16, 16), final_init="eq10", bias=False)
+    right = check_v4(cfg, att, num_inits=300, generator=_gen(1))
+    wrong = check_v4(cfg, att, num_inits=300, generator=_gen(1), assumed_final_init="eq10_relu")
+    assert right[0].passed and not wrong[0].passed
+    assert wrong[0].measured == right[0].measured  # same measurement, other prediction
+
+
+def test_v3_deep_embedders_without_cn_depart_from_the_linear_value():
+    g = _gen(0)
+    att = _attributes("nonnegative", 20, 16, g)
+    att = (att / att.norm(dim=1, keepdim=True) * 4.0).float()  # l2_sqrt: ||a||^2 = d_a
+    for depth in (1, 3):
+        cfg = EmbedderConfig(16, 32, hidden_dims=(64,) * depth, cn_layers=(), final_init="eq10", bias=False)
+        rows = check_v3(cfg, att, num_inits=200, generator=g)
+        assert rows[0].predicted == pytest.approx(1 / 32, rel=1e-6)  # the linear embedder's value
+        assert not rows[0].passed and abs(rows[0].z) > 10
+
+
+def test_v4_with_biases_includes_the_bias_variance():
+    cfg = EmbedderConfig(10, 24, hidden_dims=(16,), final_init="eq10", bias=True)
+    rows = check_v4(cfg, _attributes("correlated", 12, 10, _gen(3)).float(), num_inits=300, generator=_gen(4))
+    assert rows[0].passed and rows[0].predicted == pytest.approx(1 / 24 + 1 / (3 * 16), rel=1e-12)
+
+
+def test_errors():
+    att = torch.rand(5, 4)
+    with pytest.raises(ValueError, match="V2 is about linear embedders"):
+        check_v2(EmbedderConfig(4, 6, hidden_dims=(3,)), att)
+    with pytest.raises(ValueError, match="V4 needs class standardization directly before the last layer"):
+        check_v4(EmbedderConfig(4, 6, hidden_dims=(3,), cn_layers=()), att)
+    with pytest.raises(ValueError, match="V4 needs class standardization"):
+        check_v4(replace(EmbedderConfig(4, 6, hidden_dims=(3,)), cn_placement="pre"), att)
+    with pytest.raises(ValueError, match=r"features must be \[B, 6\]"):
+        measure_prototype_moments(EmbedderConfig(4, 6, hidden_dims=(), cn_layers=()), att, torch.rand(2, 5),
+                                  num_inits=2)
+    with pytest.raises(ValueError, match=r"expected attributes of shape \[K, 4\]"):
+        batched_embedder_forward(draw_embedder(EmbedderConfig(4, 6), 2), torch.rand(3, 5))

@@ -1,0 +1,121 @@
+"""``cnzsl variance`` and ``cnzsl attributes``, registered through the ``cnzsl.commands``
+entry point (see :mod:`analysis.cli`).
+
+    cnzsl variance [--dataset CUB[,SUN,...]] [--data-root ROOT] --out DIR [--num-inits N]
+    cnzsl attributes --dataset CUB[,SUN,...] [--data-root ROOT] [--json]
+
+With ``--data-root`` the attributes are the real ones (``ROOT/<DATASET>/att_splits.mat``)
+and the features real where ``res101.mat`` is present, synthetic otherwise (the table and
+the JSON say which); without it, the synthetic preset of each data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from analysis.data import ZSLData
+from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
+from analysis.gbu import dataset_dir, read_att_splits
+from analysis.io import environment_info, write_json
+from analysis.synthetic import make_synthetic
+from variance.attribute_statistics import attribute_statistics, format_attribute_table
+from variance.report import format_variance_table, variance_report
+
+__all__ = ["register"]
+
+
+def _dataset_names(arg: str | None, data_root: Path | None) -> list[str]:
+    if arg:
+        return [canonical_dataset_name(n.strip()) for n in arg.split(",") if n.strip()]
+    if data_root is not None:
+        found = [n for n in DATASETS if (Path(data_root) / n / "att_splits.mat").is_file()]
+        if not found:
+            raise ValueError(f"no <DATASET>/att_splits.mat under {data_root}; pass --data-root of a GBU folder")
+        return found
+    return ["CUB"]
+
+
+def _load(name: str, data_root: Path | None, seed: int) -> ZSLData:
+    if data_root is None:
+        return make_synthetic(name, seed=seed)
+    has_features = (dataset_dir(data_root, name) / "res101.mat").is_file()
+    return load_dataset(name, data_root=data_root, synthetic_features=not has_features, seed=seed)
+
+
+def _variance(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    target = out / "variance.json"
+    if target.exists() and not args.overwrite:
+        raise FileExistsError(f"{target} exists; choose another --out folder or pass --overwrite")
+    names = _dataset_names(args.dataset, args.data_root)
+    rows, start = [], time.perf_counter()
+    for name in names:
+        data = _load(name, args.data_root, args.data_seed)
+        print(f"{name}: {data.source} data, {args.num_inits} inits per embedder row ...", file=sys.stderr)
+        rows += variance_report(data, num_inits=args.num_inits, width=args.width,
+                                generator=torch.Generator().manual_seed(args.seed))
+    print(format_variance_table(rows))
+    confirmed = sum(r.confirmed for r in rows)
+    print(f"{confirmed}/{len(rows)} rows as the claims expect · {time.perf_counter() - start:.1f} s")
+    write_json(target, {
+        "config": {"datasets": names, "data_root": args.data_root, "num_inits": args.num_inits,
+                   "width": args.width, "seed": args.seed, "data_seed": args.data_seed},
+        "environment": environment_info("cpu"),
+        "rows": [{"dataset": r.dataset, "source": r.source, "expected": r.expected,
+                  "confirmed": r.confirmed, **r.check.__dict__} for r in rows],
+    })
+    print(f"wrote {target}")
+    return 0
+
+
+def _attributes(args: argparse.Namespace) -> int:
+    summaries = {}
+    for name in _dataset_names(args.dataset, args.data_root):
+        if args.data_root is None:
+            att, label = make_synthetic(name, seed=args.data_seed).attributes, f"{name} (synthetic)"
+        else:
+            att, label = read_att_splits(dataset_dir(args.data_root, name) / "att_splits.mat").attributes, name
+        summaries[label] = attribute_statistics(att).summary()
+    if args.json:
+        print(json.dumps(summaries if len(summaries) > 1 else next(iter(summaries.values())), indent=2))
+    else:
+        print(format_attribute_table(summaries))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``variance`` and ``attributes`` to the ``cnzsl`` command line."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dataset", default=None,
+                        help=f"data set(s), comma-separated, from {', '.join(DATASETS)} "
+                        "(default: every one under --data-root, else CUB)")
+    common.add_argument("--data-root", type=Path, default=None,
+                        help="GBU root holding <DATASET>/att_splits.mat; omitted: synthetic presets")
+    common.add_argument("--data-seed", type=int, default=0, help="seed of synthetic attributes/features")
+
+    p = subparsers.add_parser("variance", parents=[common], formatter_class=fmt,
+                              help="check the forward-pass variance claims V1-V5",
+                              description="Check claims V1-V5 (normalize+scale, attributes normalization, "
+                              "deep embedders, CN, the standardization Jacobian) by Monte Carlo over "
+                              "random initializations; print the table and write DIR/variance.json.")
+    p.add_argument("--out", type=Path, required=True, help="output folder for variance.json")
+    p.add_argument("--num-inits", type=int, default=100, help="random initializations per embedder row")
+    p.add_argument("--width", type=int, default=1024, help="hidden width of the deep embedders")
+    p.add_argument("--seed", type=int, default=0, help="seed of every Monte Carlo draw")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/variance.json")
+    p.set_defaults(handler=_variance)
+
+    a = subparsers.add_parser("attributes", parents=[common], formatter_class=fmt,
+                              help="statistics of class-attribute matrices (claim V3)",
+                              description="Per data set: D'Agostino-Pearson normality (chi2, p-value) per "
+                              "attribute across classes, absolute correlations between attributes; "
+                              "medians and quartiles.")
+    a.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    a.set_defaults(handler=_attributes)
