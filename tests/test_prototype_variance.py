@@ -144,3 +144,14 @@ def test_errors():
                                   num_inits=2)
     with pytest.raises(ValueError, match=r"expected attributes of shape \[K, 4\]"):
         batched_embedder_forward(draw_embedder(EmbedderConfig(4, 6), 2), torch.rand(3, 5))
+
+
+def test_same_generator_seed_same_draws_whatever_the_chunking_of_streams():
+    cfg = EmbedderConfig(5, 6, hidden_dims=(4,))
+    a = draw_embedder(cfg, 3, generator=_gen(7))
+    b = draw_embedder(cfg, 3, generator=_gen(7))
+    assert all(torch.equal(x.weight, y.weight) and torch.equal(x.bias, y.bias) for x, y in zip(a.layers, b.layers))
+    c = draw_embedder(cfg, 3, generator=_gen(8))
+    assert not torch.equal(a.layers[0].weight, c.layers[0].weight)
+    one = draw_embedder(cfg, 1, generator=_gen(7))  # fewer inits than random streams
+    assert torch.isfinite(one.layers[-1].weight).all() and one.layers[-1].weight.abs().max() > 0
