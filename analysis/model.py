@@ -125,6 +125,12 @@ def preset_config(name: str, attribute_dim: int, feature_dim: int = 2048, **over
     return replace(EmbedderConfig(attribute_dim, feature_dim), **{**PRESETS[name], **overrides})
 
 
+def _linear(fan_in: int, fan_out: int, bias: bool) -> nn.Linear:
+    """An uninitialized ``nn.Linear`` (``skip_init``): its default init would draw from the
+    global RNG; every weight is drawn by :func:`init_linear_` from the caller's generator."""
+    return torch.nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=bias)
+
+
 class AttributeEmbedderModel(nn.Module):
     """CN-ZSL model: attribute embedder ``P`` plus NS head (module docstring).
 
@@ -139,8 +145,8 @@ class AttributeEmbedderModel(nn.Module):
         layers: list[nn.Module] = []
         width = config.attribute_dim
         for i, hidden in enumerate(config.hidden_dims):
-            layers.append(init_linear_(nn.Linear(width, hidden, bias=config.bias),
-                                       config.hidden_init, generator=generator))
+            layers.append(init_linear_(_linear(width, hidden, config.bias), config.hidden_init,
+                                       generator=generator))
             cn = i in config.cn_layer_indices
             standardize = lambda: ClassStandardization(hidden, mode=config.standardization_mode)  # noqa: E731
             if cn and config.cn_placement in ("both", "pre"):
@@ -149,8 +155,8 @@ class AttributeEmbedderModel(nn.Module):
             if cn and config.cn_placement in ("both", "post"):
                 layers.append(standardize())
             width = hidden
-        layers.append(init_linear_(nn.Linear(width, config.feature_dim, bias=config.bias),
-                                   config.final_init, generator=generator))
+        layers.append(init_linear_(_linear(width, config.feature_dim, config.bias), config.final_init,
+                                   generator=generator))
         if config.output_relu:
             layers.append(nn.ReLU())
         self.embedder = nn.Sequential(*layers)
@@ -201,8 +207,8 @@ class LinearClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
-        linear = init_linear_(nn.Linear(config.feature_dim, config.num_classes, bias=False),
-                              config.init, generator=generator)
+        linear = init_linear_(_linear(config.feature_dim, config.num_classes, False), config.init,
+                              generator=generator)
         self.weight = linear.weight  # [K, d_z]
         self.head = NormalizeScale(config.gamma)
 

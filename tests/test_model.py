@@ -150,3 +150,11 @@ def test_attribute_normalizations():
         normalize_attributes(a, "unit")
     with pytest.raises(ValueError, match=r"\[C, d_a\] matrix"):
         normalize_attributes(a[0])
+
+
+def test_building_a_seeded_model_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    AttributeEmbedderModel(preset_config("cn", 5, feature_dim=4, hidden_dims=(3, 3)),
+                           generator=torch.Generator().manual_seed(0))
+    LinearClassifier(ClassifierConfig(num_classes=2, feature_dim=4), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -1,0 +1,250 @@
+"""The paper's loss-surface comparison (PAPER.md section 3): a traditional classifier,
+the ZSL MLP without CN and the ZSL MLP with CN, trained on the same data.
+
+"ZSL models have a more irregular loss surface than traditional classifiers, and CN
+partially remedies this."  :func:`run_landscape` trains the three models with the
+paper's recipe and, every ``probe_every`` steps, on that step's batch and at the
+parameters after the step, records
+
+    gradient norm          ||grad L(theta_t)||
+    top eigenvalue         largest algebraic eigenvalue of the Hessian (Lanczos on exact
+                           Hessian-vector products, relative residual <= lanczos_tol)
+    effective beta         max_eta ||grad L(theta) - grad L(theta - eta g)|| / ||eta g||
+                           (Santurkar et al. 2018), eta in lr x {0.5, 1, 2, 4, ...}
+
+then a final 2-D loss slice of each model along two filter-normalized random directions
+(Li et al. 2018) on a fixed subset of ``trainval``.  The probes are pure and draw their
+random start vectors and directions from their own generators, so the three training
+trajectories are exactly those of runs without probes.  CN layers are probed in training
+mode with the statistics of the classes passed in, never updating running statistics.
+
+Outputs in ``out``: ``landscape.json`` (config, environment, per model: trajectory,
+slice, summary), ``trajectories.png`` and ``slices.png``.  Nothing existing is
+overwritten unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from analysis.data import ZSLData
+from analysis.datasets import canonical_dataset_name, load_dataset
+from analysis.io import atomic_write, environment_info, write_json
+from analysis.model import ClassifierConfig, preset_config
+from analysis.training import StepInfo, TrainConfig, build_model, resolve_device, train
+from landscape.hvp import HessianOperator
+from landscape.lanczos import lanczos_top_eigenvalues
+from landscape.objective import Batch, Objective, zsl_batches
+from landscape.santurkar import santurkar_measure
+from landscape.slices import filter_normalized_direction, loss_slice_2d, plot_slice_2d
+
+__all__ = ["MODEL_KINDS", "LandscapeRun", "TrajectoryProbe", "run_landscape"]
+
+MODEL_KINDS = ("classifier", "mlp", "cn")
+OUTPUT_FILES = ("landscape.json", "trajectories.png", "slices.png")
+_LABELS = {"classifier": "traditional classifier", "mlp": "ZSL MLP, no CN", "cn": "ZSL MLP + CN"}
+
+
+@dataclass(frozen=True)
+class LandscapeRun:
+    """Everything ``cnzsl landscape`` needs (module docstring)."""
+
+    out: Path
+    dataset: str = "AWA2"
+    data_root: Path | None = None  # GBU root; None: synthetic preset
+    synthetic_features: bool = False
+    data_seed: int = 0
+    epochs: int = 5
+    seed: int = 1  # initial weights, shuffles; probes use seed + 1
+    device: str = "auto"
+    models: tuple[str, ...] = MODEL_KINDS
+    probe_every: int = 25  # steps between probes
+    lanczos_tol: float = 1e-3
+    lanczos_max_steps: int = 40
+    eta_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # x the learning rate
+    slice_points: int = 21  # per axis
+    slice_range: float = 1.0  # alpha, beta in [-range, range]
+    slice_samples: int = 2048  # trainval samples the slices are evaluated on
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
+        object.__setattr__(self, "models", tuple(self.models))
+        unknown = [m for m in self.models if m not in MODEL_KINDS]
+        if unknown or not self.models:
+            raise ValueError(f"unknown model kind(s) {unknown or self.models}; choose from {', '.join(MODEL_KINDS)}")
+        for name in ("epochs", "probe_every", "slice_points", "slice_samples", "lanczos_max_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not (self.slice_range > 0 and self.lanczos_tol > 0):
+            raise ValueError(f"slice_range and lanczos_tol must be positive, got {self.slice_range}, {self.lanczos_tol}")
+
+
+@dataclass
+class TrajectoryProbe:
+    """``train(on_step=probe)`` callback: gradient norm, top Hessian eigenvalue and
+    effective beta every ``every`` steps, on the step's batch (module docstring)."""
+
+    every: int
+    etas: tuple[float, ...]
+    lanczos_tol: float = 1e-3
+    lanczos_max_steps: int = 40
+    seed: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._generator = torch.Generator().manual_seed(self.seed)  # Lanczos start vectors
+
+    def __call__(self, info: StepInfo) -> None:
+        if info.step % self.every:
+            return
+        start = time.perf_counter()
+        objective = Objective(info.model)
+        batch = Batch(info.features, info.targets, info.attributes)
+        theta = objective.params()
+        m = santurkar_measure(objective, batch, self.etas, params=theta)
+        hessian = HessianOperator(objective, [batch], theta)
+        top = lanczos_top_eigenvalues(hessian.matvec, objective.num_parameters, k=1, tol=self.lanczos_tol,
+                                      max_steps=self.lanczos_max_steps, generator=self._generator,
+                                      dtype=objective.dtype, device=objective.device)
+        self.records.append({
+            "step": info.step, "epoch": info.epoch, "loss": m.loss, "gradient_norm": m.gradient_norm,
+            "top_eigenvalue": float(top.eigenvalues[0]), "lanczos_converged": bool(top.converged),
+            "lanczos_matvecs": int(top.num_matvecs), "effective_beta": m.effective_beta,
+            "loss_min": float(m.losses.min()), "loss_max": float(m.losses.max()),
+            "seconds": time.perf_counter() - start,
+        })
+
+    def series(self, key: str) -> list[float]:
+        return [r[key] for r in self.records]
+
+
+def _model_config(kind: str, data: ZSLData) -> ClassifierConfig | Any:
+    if kind == "classifier":
+        return ClassifierConfig(num_classes=int(data.seen_classes.numel()), feature_dim=data.feature_dim)
+    return preset_config(kind, data.attribute_dim, data.feature_dim)
+
+
+def _summary(probe: TrajectoryProbe) -> dict[str, float]:
+    finite = lambda xs: [x for x in xs if math.isfinite(x)]  # noqa: E731
+    betas = finite(probe.series("effective_beta"))
+    return {
+        "median_gradient_norm": statistics.median(probe.series("gradient_norm")),
+        "max_top_eigenvalue": max(probe.series("top_eigenvalue")),
+        "median_effective_beta": statistics.median(betas) if betas else math.nan,
+        "probes": len(probe.records),
+    }
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _plot_trajectories(results: dict[str, dict[str, Any]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("gradient_norm", "gradient norm ||g||"), ("top_eigenvalue", "top Hessian eigenvalue"),
+            ("effective_beta", "effective β-smoothness")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    for ax, (key, label) in zip(axes, keys):
+        for kind, result in results.items():
+            steps = [r["step"] for r in result["trajectory"]]
+            values = [r[key] for r in result["trajectory"]]
+            ax.plot(steps, values, marker="o", markersize=3, label=_LABELS[kind])
+        ax.set(xlabel="training step", ylabel=label, yscale="log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def _plot_slices(results: dict[str, dict[str, Any]], slices: dict[str, Any], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4), constrained_layout=True,
+                             squeeze=False)
+    for ax, kind in zip(axes[0], results):
+        plot_slice_2d(slices[kind], ax, log=True)
+        ax.set_title(_LABELS[kind])
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, Any]:
+    """Train the models of ``run``, probe them, slice them, write the outputs.
+
+    ``data`` replaces the data set named in ``run`` (for custom data and tests).
+
+    Returns:
+        The content of ``landscape.json``.
+
+    Raises:
+        FileExistsError: outputs exist in ``run.out`` and ``overwrite`` is False.
+        DataError, ValueError: bad data or options.
+    """
+    existing = [name for name in OUTPUT_FILES if (run.out / name).exists()]
+    if existing and not run.overwrite:
+        raise FileExistsError(f"{run.out} already holds {', '.join(existing)}; choose another --out "
+                              f"folder or pass --overwrite")
+    device = resolve_device(run.device)
+    if data is None:
+        data = load_dataset(run.dataset, data_root=run.data_root, synthetic_features=run.synthetic_features,
+                            seed=run.data_seed)
+    config = TrainConfig(epochs=run.epochs, seed=run.seed, device=str(device), progress=run.progress)
+    etas = tuple(config.lr * m for m in run.eta_multipliers)
+    slice_data = zsl_batches(data, batch_size=4096, device=device)
+    slice_batches, kept = [], 0
+    for b in slice_data:  # the first slice_samples trainval samples
+        take = min(b.size, run.slice_samples - kept)
+        if take <= 0:
+            break
+        slice_batches.append(Batch(b.features[:take], b.targets[:take], b.attributes))
+        kept += take
+    grid = torch.linspace(-run.slice_range, run.slice_range, run.slice_points, dtype=torch.float64)
+    results, slices = {}, {}
+    for kind in run.models:
+        model = build_model(_model_config(kind, data), run.seed)
+        probe = TrajectoryProbe(run.probe_every, etas, run.lanczos_tol, run.lanczos_max_steps, seed=run.seed + 1)
+        history = train(model, data, config, on_step=probe)
+        objective = Objective(model)
+        directions = torch.Generator().manual_seed(run.seed + 2)
+        d1 = filter_normalized_direction(objective, generator=directions)
+        d2 = filter_normalized_direction(objective, generator=directions)
+        slices[kind] = loss_slice_2d(objective, slice_batches, d1, d2, grid, grid)
+        results[kind] = {
+            "label": _LABELS[kind],
+            "summary": {**_summary(probe), "final_train_loss": history.loss[-1],
+                        "train_seconds": history.seconds},
+            "trajectory": probe.records,
+            "slice": {"alphas": grid.tolist(), "betas": grid.tolist(),
+                      "losses": slices[kind].losses.tolist()},
+        }
+    title = f"{data.name} ({data.source}), {run.epochs} epochs, seed {run.seed}"
+    atomic_write(run.out / "trajectories.png", lambda f: f.write(_plot_trajectories(results, title)))
+    atomic_write(run.out / "slices.png", lambda f: f.write(_plot_slices(results, slices, title)))
+    payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
+               "etas": list(etas), "models": results}
+    write_json(run.out / "landscape.json", payload)
+    return payload

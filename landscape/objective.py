@@ -1,0 +1,367 @@
+"""The training loss as a pure function of the parameters (PAPER.md section 3), for any model.
+
+Every loss-surface probe (gradient norms, Hessian-vector products, Lanczos, slices) needs
+
+    L(theta) = sum_b n_b L_b(theta) / sum_b n_b,   L_b(theta) = loss_fn(model_theta(Z_b, A_b), y_b)
+
+as a function of an explicit parameter tuple ``theta``, with no side effect on the model.
+:class:`Objective` evaluates it with ``torch.func.functional_call``: the probed parameters
+come from the caller, every other parameter and every buffer is read from the model at
+the time of the call, and the model is left bitwise as it was (parameters, buffers, the
+``training`` flag of every submodule).  Models follow the protocol of
+:mod:`analysis.model`: ``model(features [B, d_z], attributes [K, d_a]) -> logits [B, K]``.
+
+**Which statistics a CN layer uses** (``statistics``):
+
+- ``"batch"`` (default): the model runs in training mode, so every class standardization
+  normalizes with the mean and variance of the classes passed in (``Batch.attributes``),
+  exactly as in the training step.  This is the landscape of the training objective.
+  Because the statistics are taken over the class axis, they do not depend on the images
+  of the batch: for a fixed class set the per-sample losses are independent of each other.
+- ``"running"``: the model runs in eval mode, so CN layers normalize with their running
+  averages, which are constants here: the landscape of the function used at test time.
+
+In both cases no running statistic is ever updated (:func:`frozen_class_statistics`).
+The whole model switches mode, so a model with dropout would make the ``"batch"`` loss
+random; the models of :mod:`analysis.model` have none.
+
+**Flat vectors.**  :meth:`Objective.flatten` concatenates the row-major entries
+(``t.reshape(-1)``) of each probed parameter in the order of :attr:`Objective.names`,
+which is the order of ``model.named_parameters()`` restricted to the selection (whatever
+order the caller listed the names in); :meth:`Objective.unflatten` inverts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from analysis.class_standardization import frozen_class_statistics
+from analysis.data import ZSLData
+from analysis.normalization import normalize_attributes
+
+# The same remapping the training loop uses (labels -> 0..K_s-1 in seen-class order), so
+# the probed loss is the trained loss; a private helper of the sibling core, on purpose.
+from analysis.training import _seen_targets
+
+__all__ = ["STATISTICS", "Batch", "LossFn", "Objective", "parameter_names", "zsl_batches"]
+
+STATISTICS = ("batch", "running")
+
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits [B, K], targets [B]) -> mean loss []
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One mini-batch of the objective: images, their targets, and the classes scored.
+
+    Args:
+        features: ``[B, d_z]`` image features, ``B >= 1``.
+        targets: ``[B]`` indices into the rows of ``attributes``.
+        attributes: ``[K, d_a]`` attributes of the classes scored (ZSL training: the
+            normalized seen-class attributes).
+
+    Raises:
+        ValueError: a shape does not fit the description above.
+    """
+
+    features: Tensor
+    targets: Tensor
+    attributes: Tensor
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2 or self.features.shape[0] < 1:
+            raise ValueError(
+                f"Batch.features must be a [B, d_z] matrix with B >= 1, got shape "
+                f"{tuple(self.features.shape)}"
+            )
+        if self.targets.shape != (self.features.shape[0],):
+            raise ValueError(
+                f"Batch.targets must have shape ({self.features.shape[0]},), one target per "
+                f"feature row, got {tuple(self.targets.shape)}"
+            )
+        if self.attributes.ndim != 2:
+            raise ValueError(
+                f"Batch.attributes must be a [K, d_a] matrix (one row per class scored), got "
+                f"shape {tuple(self.attributes.shape)}"
+            )
+
+    @property
+    def size(self) -> int:
+        """``B``, the number of samples (the weight of this batch in a data-set average)."""
+        return self.features.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Batch:
+        """A copy on ``device``; ``dtype`` converts the floating tensors (targets stay int)."""
+        return Batch(self.features.to(device=device, dtype=dtype), self.targets.to(device),
+                     self.attributes.to(device=device, dtype=dtype))
+
+
+def zsl_batches(
+    data: ZSLData,
+    *,
+    attribute_norm: str = "l2_sqrt",
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> list[Batch]:
+    """The ZSL training objective on ``data.trainval`` as a list of batches.
+
+    Attributes are normalized over all classes with ``attribute_norm`` and restricted to
+    the seen classes, targets are remapped to seen-class indices (as
+    :func:`analysis.training.train` does); the trainval samples are split sequentially,
+    without shuffling, so the list is deterministic.
+
+    Args:
+        data: the data set.
+        attribute_norm: one of :data:`analysis.normalization.ATTRIBUTE_NORMS`.
+        batch_size: samples per batch (the last one may be smaller); ``None``: one batch.
+        device: where the batches live; ``None``: the device of ``data``.
+
+    Returns:
+        ``ceil(n / batch_size)`` batches sharing one ``[K_s, d_a]`` attribute matrix.
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive integer (or an unknown ``attribute_norm``).
+    """
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if device is not None:
+        data = data.to(device)
+    attributes = normalize_attributes(data.attributes, attribute_norm)[data.seen_classes]  # [K_s, d_a]
+    features = data.features[data.trainval]  # [n, d_z]
+    targets = _seen_targets(data)  # [n]
+    size = features.shape[0] if batch_size is None else int(batch_size)
+    return [Batch(f, t, attributes) for f, t in zip(features.split(size), targets.split(size))]
+
+
+def parameter_names(model: nn.Module, module: str | None = None) -> list[str]:
+    """Names of the parameters of ``model`` owned by the submodule ``module`` (recursively).
+
+    ``module=None`` gives all parameters; ``module="embedder.6"`` the names starting with
+    ``"embedder.6."``; a parameter name itself (``"embedder.6.weight"``) gives just it.
+
+    Raises:
+        ValueError: ``module`` names no submodule or parameter with parameters.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    if module is None:
+        return names
+    selected = [name for name in names if name == module or name.startswith(module + ".")]
+    if not selected:
+        modules = sorted({name.rpartition(".")[0] for name in names} - {""})
+        raise ValueError(
+            f"model has no submodule or parameter {module!r} with parameters; modules with "
+            f"parameters: {modules}"
+        )
+    return selected
+
+
+def _check_batches(batches: Sequence[Batch]) -> list[Batch]:
+    batches = list(batches)
+    if not batches:
+        raise ValueError("batches is empty: pass at least one Batch (e.g. zsl_batches(data))")
+    for batch in batches:
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batches must hold Batch objects, got {type(batch).__name__}")
+    return batches
+
+
+class Objective:
+    """The loss ``loss_fn(model(features, attributes), targets)`` as a pure function of the
+    parameters named in ``parameters`` (module docstring).
+
+    Args:
+        model: any model of the protocol ``model(features, attributes) -> logits``.
+        loss_fn: ``(logits [B, K], targets [B]) -> scalar``; a **mean** over the samples, so
+            sample-weighted batch averages equal the data-set loss.
+        parameters: names of the probed parameters (``None``: all of them); see
+            :func:`parameter_names` for a per-layer selection.  The others are constants.
+        statistics: ``"batch"`` (training mode: CN uses the statistics of the classes
+            passed in) or ``"running"`` (eval mode: CN uses its running statistics).
+
+    Raises:
+        ValueError: unknown ``statistics``, an unknown, repeated or empty parameter
+            selection, or probed parameters of different dtypes or devices.
+
+    Example (relation, not a value)::
+
+        obj = Objective(model)
+        theta = obj.params()
+        assert torch.equal(obj.flatten(obj.unflatten(obj.flatten(theta))), obj.flatten(theta))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn = nn.functional.cross_entropy,
+        *,
+        parameters: Sequence[str] | None = None,
+        statistics: str = "batch",
+    ) -> None:
+        if statistics not in STATISTICS:
+            raise ValueError(
+                f"unknown statistics {statistics!r}; choose 'batch' (training mode, statistics "
+                f"of the classes passed in) or 'running' (eval mode, running statistics)"
+            )
+        named = dict(model.named_parameters())
+        if parameters is None:
+            wanted = set(named)
+        else:
+            if isinstance(parameters, str):
+                raise TypeError(
+                    f"parameters must be a list of names, got the string {parameters!r}; "
+                    f"use parameter_names(model, {parameters!r}) for a submodule"
+                )
+            parameters = list(parameters)
+            unknown = [name for name in parameters if name not in named]
+            if unknown:
+                raise ValueError(
+                    f"unknown parameter name(s) {unknown}; the model has {list(named)} "
+                    f"(parameter_names(model, module) selects a submodule)"
+                )
+            if len(set(parameters)) != len(parameters):
+                raise ValueError(f"parameters lists a name twice: {parameters}")
+            wanted = set(parameters)
+        if not wanted:
+            raise ValueError("no parameter selected: pass at least one name (or None for all)")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.statistics = statistics
+        self.names: tuple[str, ...] = tuple(name for name in named if name in wanted)  # model order
+        selected = [named[name] for name in self.names]
+        kinds = {(p.dtype, p.device) for p in selected}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"probed parameters must share one dtype and device, got {sorted(map(str, kinds))}; "
+                f"convert the model (e.g. model.double()) or select a subset"
+            )
+        self.shapes: tuple[torch.Size, ...] = tuple(p.shape for p in selected)
+        self.numels: tuple[int, ...] = tuple(p.numel() for p in selected)
+        self.dtype: torch.dtype = selected[0].dtype
+        self.device: torch.device = selected[0].device
+
+    @property
+    def num_parameters(self) -> int:
+        """``n``, the length of the flat parameter vector."""
+        return sum(self.numels)
+
+    # -- parameters ------------------------------------------------------------------
+    def params(self) -> tuple[Tensor, ...]:
+        """Detached copies of the probed parameters at their current values (the origin)."""
+        named = dict(self.model.named_parameters())
+        return tuple(named[name].detach().clone() for name in self.names)
+
+    def flatten(self, tensors: Sequence[Tensor]) -> Tensor:
+        """``[n]``: the tensors (shaped like the probed parameters) concatenated row-major
+        in the order of :attr:`names`.
+
+        Raises:
+            ValueError: wrong number of tensors or a wrong shape.
+        """
+        self._check_params(tensors, "tensors")
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def unflatten(self, vector: Tensor) -> tuple[Tensor, ...]:
+        """Inverse of :meth:`flatten`: a flat ``[n]`` vector -> views shaped like the parameters.
+
+        Raises:
+            ValueError: ``vector`` is not 1-D of length :attr:`num_parameters`.
+        """
+        if vector.ndim != 1 or vector.shape[0] != self.num_parameters:
+            raise ValueError(
+                f"expected a flat vector of length {self.num_parameters} (the probed "
+                f"parameters {list(self.names)}), got shape {tuple(vector.shape)}"
+            )
+        return tuple(piece.view(shape) for piece, shape in zip(vector.split(self.numels), self.shapes))
+
+    # -- the function ----------------------------------------------------------------
+    def loss(self, params: Sequence[Tensor], batch: Batch) -> Tensor:
+        """``L_b(theta)``, a 0-dim tensor differentiable in ``params`` (and only in them).
+
+        Pure: ``torch.func.functional_call(model, {**fixed, **dict(zip(names, params))},
+        (batch.features, batch.attributes))`` with the model in the mode of
+        :attr:`statistics` and every running statistic frozen; the mode of every submodule
+        is restored afterwards, also on error.  Works under ``torch.func`` transforms.
+
+        Raises:
+            ValueError: wrong number or shapes of ``params``, or a batch on another device.
+        """
+        self._check_params(params, "params")
+        if batch.device != self.device:
+            raise ValueError(
+                f"batch is on {batch.device} but the model's parameters are on {self.device}; "
+                f"move it with batch.to({str(self.device)!r})"
+            )
+        named = dict(self.model.named_parameters())
+        values = {name: p.detach() for name, p in named.items()}  # constants: no graph into the model
+        values.update(zip(self.names, params))
+        with _training_mode(self.model, self.statistics == "batch"), frozen_class_statistics(self.model):
+            logits = torch.func.functional_call(self.model, values, (batch.features, batch.attributes))
+        return self.loss_fn(logits, batch.targets)
+
+    def mean_loss(self, params: Sequence[Tensor], batches: Sequence[Batch]) -> Tensor:
+        """``sum_b n_b L_b(theta) / sum_b n_b``, the data-set loss when ``loss_fn`` is a mean.
+
+        Raises:
+            ValueError: ``batches`` is empty.
+        """
+        batches = _check_batches(batches)
+        total = sum(b.size for b in batches)
+        return sum(self.loss(params, b) * (b.size / total) for b in batches)
+
+    def gradient(self, params: Sequence[Tensor], batches: Sequence[Batch]) -> tuple[Tensor, ...]:
+        """``sum_b n_b grad L_b(theta) / sum_b n_b``, shaped like ``params`` (detached).
+
+        One reverse pass per batch (``torch.func.grad``), so memory does not grow with the
+        number of batches.
+
+        Raises:
+            ValueError: ``batches`` is empty, or ``params`` do not fit.
+        """
+        batches = _check_batches(batches)
+        self._check_params(params, "params")
+        total = sum(b.size for b in batches)
+        params = tuple(p.detach() for p in params)
+        result = [torch.zeros_like(p) for p in params]
+        for batch in batches:
+            grads = torch.func.grad(lambda theta, b=batch: self.loss(theta, b))(params)
+            for acc, g in zip(result, grads):
+                acc.add_(g, alpha=batch.size / total)
+        return tuple(result)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _check_params(self, params: Sequence[Tensor], what: str) -> None:
+        if len(params) != len(self.names):
+            raise ValueError(
+                f"{what} must hold {len(self.names)} tensors, one per probed parameter "
+                f"{list(self.names)}, got {len(params)}"
+            )
+        for name, shape, p in zip(self.names, self.shapes, params):
+            if p.shape != shape:
+                raise ValueError(f"{what} entry for {name!r} must have shape {tuple(shape)}, got {tuple(p.shape)}")
+
+    def __repr__(self) -> str:
+        return (f"Objective({type(self.model).__name__}, statistics={self.statistics!r}, "
+                f"{len(self.names)} tensors, {self.num_parameters} parameters)")
+
+
+@contextmanager
+def _training_mode(model: nn.Module, training: bool) -> Iterator[None]:
+    """Every submodule in ``training`` mode within the block; each submodule's own flag
+    (which may differ from the root's) is restored on exit, also after an exception."""
+    before = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(training)
+        yield
+    finally:
+        for m, flag in before:
+            m.training = flag
