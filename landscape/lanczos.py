@@ -246,7 +246,7 @@ class _Lanczos:
         if beta <= self.breakdown_tol * self.scale:
             self.breakdown = True
         elif j + 1 < self.capacity:
-            self.vectors[self._row(j + 1)] = w / beta
+            torch.div(w, beta, out=self.vectors[self._row(j + 1)])
 
     def tridiagonal(self) -> Tensor:
         """T [m, m] (float64, CPU)."""

@@ -21,6 +21,10 @@ from landscape.santurkar import (
     loss_variation,
     santurkar_measure,
 )
+from tests.landscape_cases import Quadratic as _Quadratic
+from tests.landscape_cases import assert_unchanged as _assert_unchanged
+from tests.landscape_cases import identity_loss as _identity_loss
+from tests.landscape_cases import snapshot as _snapshot
 
 ETAS = [0.0, 0.05, 0.1, 0.4]
 
@@ -40,36 +44,6 @@ def _cn_model() -> AttributeEmbedderModel:
 @pytest.fixture(scope="module")
 def batches(tiny_data) -> list[Batch]:
     return [b.to(dtype=torch.float64) for b in zsl_batches(tiny_data, batch_size=100)]  # 100, 100, 40
-
-
-def _snapshot(model: nn.Module) -> tuple[dict[str, Tensor], list[bool]]:
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            [m.training for m in model.modules()])
-
-
-def _assert_unchanged(model: nn.Module, snapshot: tuple[dict[str, Tensor], list[bool]]) -> None:
-    state, flags = snapshot
-    now = model.state_dict()
-    assert now.keys() == state.keys()
-    for key, value in state.items():
-        assert torch.equal(now[key], value), key  # parameters and buffers, bitwise
-    assert [m.training for m in model.modules()] == flags
-
-
-class _Quadratic(nn.Module):
-    """``L(x) = 1/2 x^T A x`` through the model protocol (the "logits" are the loss)."""
-
-    def __init__(self, a: Tensor, x0: Tensor) -> None:
-        super().__init__()
-        self.x = nn.Parameter(x0.clone())
-        self.register_buffer("a", a)
-
-    def forward(self, features: Tensor, attributes: Tensor) -> Tensor:
-        return 0.5 * self.x @ self.a @ self.x
-
-
-def _identity_loss(output: Tensor, targets: Tensor) -> Tensor:
-    return output
 
 
 def _quadratic_case(x0: Tensor | None = None) -> tuple[Objective, Batch, Tensor, Tensor]:

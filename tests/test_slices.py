@@ -25,6 +25,10 @@ from landscape.slices import (  # noqa: E402
     plot_slice_1d,
     plot_slice_2d,
 )
+from tests.landscape_cases import Quadratic as _Quadratic  # noqa: E402
+from tests.landscape_cases import assert_unchanged as _assert_unchanged  # noqa: E402
+from tests.landscape_cases import identity_loss as _identity_loss  # noqa: E402
+from tests.landscape_cases import snapshot as _snapshot  # noqa: E402
 
 ALPHAS = [-1.0, -0.25, 0.0, 0.5, 1.0]
 BETAS = [-0.5, 0.0, 0.75]
@@ -58,36 +62,6 @@ def objective(request) -> Objective:
 
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _snapshot(model: nn.Module) -> tuple[dict[str, Tensor], list[bool]]:
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            [m.training for m in model.modules()])
-
-
-def _assert_unchanged(model: nn.Module, snapshot: tuple[dict[str, Tensor], list[bool]]) -> None:
-    state, flags = snapshot
-    now = model.state_dict()
-    assert now.keys() == state.keys()
-    for key, value in state.items():
-        assert torch.equal(now[key], value), key  # parameters and buffers, bitwise
-    assert [m.training for m in model.modules()] == flags
-
-
-class _Quadratic(nn.Module):
-    """``L(x) = 1/2 x^T A x`` through the model protocol (the "logits" are the loss)."""
-
-    def __init__(self, a: Tensor, x0: Tensor) -> None:
-        super().__init__()
-        self.x = nn.Parameter(x0.clone())
-        self.register_buffer("a", a)
-
-    def forward(self, features: Tensor, attributes: Tensor) -> Tensor:
-        return 0.5 * self.x @ self.a @ self.x
-
-
-def _identity_loss(output: Tensor, targets: Tensor) -> Tensor:
-    return output
 
 
 def _quadratic_case() -> tuple[Objective, list[Batch], Tensor, Tensor]:
