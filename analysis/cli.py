@@ -2,6 +2,8 @@
 
     cnzsl train --dataset AWA1 [--data-root ROOT] [--synthetic-features] --preset cn
                 --epochs 50 --seed 1 --device auto --out DIR
+    cnzsl czsl --dataset CUB [--data-root ROOT] --method {sequential,ewc,mas,agem,multitask,all}
+               [--no-cn | --both-cn] --seeds 1,2,3 --out DIR
 
 Errors in the user's input (unknown data set or preset, missing file, existing outputs)
 end the command with one line on stderr, ``cnzsl: error: ...``, and exit status 2.
@@ -91,12 +93,69 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
+    from analysis.czsl.protocol import METHODS
+
+    p = subparsers.add_parser(
+        "czsl", help="continual zero-shot learning: methods with and without CN",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Continual zero-shot learning (PAPER.md section 4): tasks of classes learned in "
+        "sequence by one single-head model, evaluated after each task on every class. Prints mean ± std "
+        "over seeds of mSA, mUA, mH, mAUC, mJA and forgetting; writes DIR/czsl.json and DIR/czsl.png.",
+    )
+    p.add_argument("--dataset", default="CUB", help=f"data set: {', '.join(DATASETS)}")
+    p.add_argument("--data-root", type=Path, default=None, help="GBU root; omitted: synthetic preset")
+    p.add_argument("--synthetic-features", action="store_true", help="with --data-root: synthetic features")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+    p.add_argument("--method", default="all", help=f"{', '.join(METHODS)} or all (comma-separated list allowed)")
+    cn = p.add_mutually_exclusive_group()
+    cn.add_argument("--no-cn", action="store_true", help="the plain MLP instead of the CN model")
+    cn.add_argument("--both-cn", action="store_true", help="run every method without and with CN")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (tasks, weights, shuffles)")
+    p.add_argument("--tasks", type=int, default=None, help="number of tasks (default: 10 on CUB, 15 on SUN)")
+    p.add_argument("--epochs-per-task", type=int, default=5, help="training epochs on each task")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--out", type=Path, required=True, help="output folder for czsl.json and czsl.png")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=_czsl)
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def _czsl(args: argparse.Namespace) -> int:
+    from analysis.czsl.experiment import CZSLExperiment, format_czsl_table, run_czsl_experiment
+    from analysis.czsl.protocol import METHODS
+    from analysis.training import resolve_device
+
+    methods = METHODS if args.method == "all" else tuple(m.strip() for m in args.method.split(",") if m.strip())
+    exp = CZSLExperiment(
+        out=args.out, dataset=args.dataset, data_root=args.data_root, synthetic_features=args.synthetic_features,
+        data_seed=args.data_seed, methods=methods,
+        cn_settings=(False, True) if args.both_cn else ((False,) if args.no_cn else (True,)),
+        seeds=_int_list(args.seeds, "--seeds"), num_tasks=args.tasks, epochs_per_task=args.epochs_per_task,
+        device=str(resolve_device(args.device)), overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    result = run_czsl_experiment(exp)
+    data = result["data"]
+    print(f"{data['name']} ({data['source']}) · seeds {args.seeds} · {args.epochs_per_task} epochs per task")
+    print(format_czsl_table(result["rows"]))
+    print(f"wrote {exp.out}/czsl.json, czsl.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnzsl", description="Class Normalization for zero-shot learning: reference toolkit."
     )
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_train(subparsers)
+    _add_czsl(subparsers)
     for entry in sorted(entry_points(group="cnzsl.commands"), key=lambda e: e.name):
         entry.load()(subparsers)
     return parser

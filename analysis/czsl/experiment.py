@@ -1,0 +1,138 @@
+"""``cnzsl czsl`` as a typed function: methods x CN settings x seeds, table, JSON, plot.
+
+Writes into ``out``: ``czsl.json`` (config, environment, per method and CN setting: the
+mean and standard deviation over seeds of mSA, mUA, mH, mAUC, mJA and forgetting in
+percent, plus every seed's per-task evaluations) and ``czsl.png`` (seen and unseen
+accuracy after each task, mean over seeds, one line per method and CN setting).
+Existing outputs are never overwritten unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from analysis.czsl.methods import MethodConfig, agem_memory_for
+from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
+from analysis.czsl.tasks import continual_split
+from analysis.datasets import canonical_dataset_name, load_dataset
+from analysis.io import atomic_write, environment_info, write_json
+
+__all__ = ["CZSLExperiment", "METRICS", "format_czsl_table", "run_czsl_experiment"]
+
+METRICS = ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting")
+OUTPUT_FILES = ("czsl.json", "czsl.png")
+
+
+@dataclass(frozen=True)
+class CZSLExperiment:
+    """Everything ``cnzsl czsl`` needs."""
+
+    out: Path
+    dataset: str = "CUB"
+    data_root: Path | None = None
+    synthetic_features: bool = False
+    data_seed: int = 0
+    methods: tuple[str, ...] = METHODS
+    cn_settings: tuple[bool, ...] = (True,)
+    seeds: tuple[int, ...] = (1, 2, 3)
+    num_tasks: int | None = None  # None: 10 on CUB, 15 on SUN
+    epochs_per_task: int = 5
+    device: str = "cpu"
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"unknown method(s) {unknown or list(self.methods)}; choose from "
+                             f"{', '.join(METHODS)} or all")
+        if not self.seeds:
+            raise ValueError("seeds is empty; pass at least one seed, e.g. --seeds 1,2,3")
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    mean = statistics.fmean(finite) if finite else math.nan
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return {"mean": mean, "std": std}
+
+
+def format_czsl_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width table: method, CN, then mean ± std over seeds of every metric (percent)."""
+    header = ["method", "CN", *METRICS]
+    lines = [[r["method"], "yes" if r["cn"] else "no",
+              *(f"{r[m]['mean']:.1f} ± {r[m]['std']:.1f}" for m in METRICS)] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    out = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True, sharex=True)
+    for r in rows:
+        per_seed = r["per_seed"]
+        steps = range(1, len(per_seed[0]["evaluations"]) + 1)
+        for ax, key in zip(axes, ("seen_accuracy", "unseen_accuracy")):
+            curve = [statistics.fmean(100 * s["evaluations"][t - 1][key] for s in per_seed) for t in steps]
+            ax.plot(list(steps), curve, marker="o", markersize=3,
+                    linestyle="-" if r["cn"] else "--", label=f"{r['method']}{' + CN' if r['cn'] else ''}")
+    axes[0].set(xlabel="tasks learned t", ylabel="seen accuracy (%)", title="seen classes (tasks 1..t)")
+    axes[1].set(xlabel="tasks learned t", ylabel="unseen accuracy (%)", title="unseen classes (tasks t+1..T)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, ncol=2)
+    fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
+    """Run every method x CN setting x seed of ``exp`` and write the outputs (module docstring)."""
+    existing = [n for n in OUTPUT_FILES if (exp.out / n).exists()]
+    if existing and not exp.overwrite:
+        raise FileExistsError(f"{exp.out} already holds {', '.join(existing)}; choose another --out folder "
+                              f"or pass --overwrite")
+    data = load_dataset(exp.dataset, data_root=exp.data_root, synthetic_features=exp.synthetic_features,
+                        seed=exp.data_seed)
+    methods_config = MethodConfig(agem_memory_per_class=agem_memory_for(exp.dataset))
+    runs = [(m, cn, s) for m in exp.methods for cn in exp.cn_settings for s in exp.seeds]
+    results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for method, cn, seed in tqdm(runs, desc="czsl", unit="run", disable=not exp.progress):
+        split = continual_split(data, exp.num_tasks, seed=seed)
+        config = CZSLConfig(method=method, cn=cn, epochs_per_task=exp.epochs_per_task, seed=seed,
+                            device=exp.device, methods=methods_config)
+        result = run_czsl(data, split, config)
+        results.setdefault((method, cn), []).append({
+            "seed": seed, "summary": result.summary.percent(),
+            "evaluations": [asdict(e) for e in result.evaluations],
+        })
+    rows = []
+    for (method, cn), per_seed in results.items():
+        row = {"method": method, "cn": cn}
+        for metric in METRICS:
+            row[metric] = _mean_std([s["summary"][metric] for s in per_seed])
+        rows.append({**row, "per_seed": per_seed})
+    title = f"{data.name} ({data.source}), {len(continual_split(data, exp.num_tasks).task_classes)} tasks, " \
+            f"seeds {','.join(map(str, exp.seeds))}"
+    atomic_write(exp.out / "czsl.png", lambda f: f.write(_plot(rows, title)))
+    payload = {"config": replace(exp), "data": data.summary(), "methods_config": methods_config,
+               "environment": environment_info(exp.device), "rows": rows}
+    write_json(exp.out / "czsl.json", payload)
+    return payload

@@ -1,0 +1,75 @@
+"""CZSL tasks, protocol and command line (metrics and methods have their own files)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from analysis.cli import main
+from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
+from analysis.czsl.tasks import continual_split, split_classes_into_tasks
+
+
+def test_tasks_are_a_seeded_near_equal_partition_of_the_classes():
+    tasks = split_classes_into_tasks(717, 15, generator=torch.Generator().manual_seed(0))  # SUN
+    sizes = sorted(t.numel() for t in tasks)
+    assert sizes == [47] * 3 + [48] * 12
+    assert torch.equal(torch.cat(tasks).sort().values, torch.arange(717))
+    again = split_classes_into_tasks(717, 15, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(tasks, again))
+    assert [t.numel() for t in split_classes_into_tasks(200, 10, generator=torch.Generator())] == [20] * 10  # CUB
+    with pytest.raises(ValueError, match=r"num_tasks must lie in \[1, 5\]"):
+        split_classes_into_tasks(5, 6, generator=torch.Generator())
+
+
+def test_every_class_is_split_into_train_and_test_images(tiny_data):
+    split = continual_split(tiny_data, 3, seed=4)
+    assert split.num_tasks == 3
+    train_labels, test_labels = tiny_data.labels[split.train], tiny_data.labels[split.test]
+    assert set(train_labels.tolist()) == set(test_labels.tolist()) == set(range(9))
+    assert not torch.isin(split.train, split.test).any()
+    everything = torch.cat([tiny_data.trainval, tiny_data.test_seen, tiny_data.test_unseen])
+    assert torch.equal(torch.cat([split.train, split.test]).sort().values, everything.sort().values)
+    assert split.seen_classes(0).numel() == 0 and split.seen_classes(3).numel() == 9
+    with pytest.raises(ValueError, match="no default number of tasks for TINY"):
+        continual_split(tiny_data)
+    with pytest.raises(ValueError, match=r"test_fraction must lie in \(0, 1\)"):
+        continual_split(tiny_data, 3, test_fraction=1.0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_is_deterministic(tiny_data, method):
+    split = continual_split(tiny_data, 3, seed=0)
+    config = CZSLConfig(method=method, cn=True, epochs_per_task=2, batch_size=32, seed=0)
+    first, second = run_czsl(tiny_data, split, config), run_czsl(tiny_data, split, config)
+    assert first.summary == second.summary
+    assert len(first.evaluations) == 3
+    s = first.summary.percent()
+    assert all(0 <= s[k] <= 100 for k in ("mSA", "mUA", "mH", "mJA")) and math.isfinite(s["forgetting"])
+
+
+def test_cli_writes_the_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "czsl"
+    rc = main(["czsl", "--dataset", "CUB", "--method", "sequential,agem", "--both-cn", "--seeds", "1",
+               "--tasks", "2", "--epochs-per-task", "1", "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "mH" in printed and "forgetting" in printed
+    rows = json.loads((out / "czsl.json").read_text())["rows"]
+    assert {(r["method"], r["cn"]) for r in rows} == {("sequential", False), ("sequential", True),
+                                                       ("agem", False), ("agem", True)}
+    for r in rows:
+        assert set(r) >= {"mSA", "mUA", "mH", "mAUC", "mJA", "forgetting"}
+    assert (out / "czsl.png").read_bytes()[:4] == b"\x89PNG"
+    rc = main(["czsl", "--dataset", "CUB", "--seeds", "1", "--out", str(out)])
+    assert rc == 2 and "already holds czsl.json" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    for args, message in ((["--method", "lwf"], "unknown method(s) ['lwf']"),
+                          (["--seeds", "1,x"], "--seeds must be comma-separated integers")):
+        rc = main(["czsl", *args, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1

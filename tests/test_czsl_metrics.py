@@ -1,0 +1,276 @@
+"""Tests for analysis.czsl.metrics: a hand-computed 3-task run, edge cases, consistency
+with analysis.metrics, and every error path."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analysis.czsl.metrics import CZSLSummary, TaskEvaluation, evaluate_time_step, summarize
+from analysis.metrics import ausuc, gzsl_accuracies
+
+T = torch.tensor
+NAN = math.nan
+
+# -- a hand-computed run: T = 3 tasks, C = 6 classes -----------------------------------
+# Tasks {0, 1}, {2, 3}, {4, 5}; 7 test samples, class 0 twice (per-class weights differ
+# from per-sample ones).  "pred" is the argmax over all 6 columns, "restr" the argmax
+# within the sample's own task.
+TASKS = [T([0, 1]), T([2, 3]), T([4, 5])]
+LABELS = T([0, 0, 1, 2, 3, 4, 5])
+LOGITS = {
+    1: T([[5.0, 1.0, 0.0, 0.0, 0.0, 0.0],  # y0 pred 0 ok    restr 0 ok   δ = 5 - 0 = 5
+          [1.0, 5.0, 0.0, 0.0, 0.0, 0.0],  # y0 pred 1 wrong restr 1 wrong
+          [1.0, 5.0, 0.0, 0.0, 0.0, 0.0],  # y1 pred 1 ok    restr 1 ok   δ = 5
+          [4.0, 0.0, 3.0, 1.0, 0.0, 0.0],  # y2 pred 0 wrong; within U: 2 ok, δ = 4 - 3 = 1
+          [0.0, 0.0, 1.0, 2.0, 0.0, 0.0],  # y3 pred 3 ok;    within U: 3 ok, δ = 0 - 2 = -2
+          [0.0, 0.0, 0.0, 0.0, 1.0, 2.0],  # y4 pred 5 wrong; within U: 5 wrong
+          [3.0, 0.0, 0.0, 0.0, 0.0, 2.0]]),  # y5 pred 0 wrong; within U: 5 ok, δ = 3 - 2 = 1
+    2: T([[5.0, 0.0, 1.0, 0.0, 0.0, 0.0],  # y0 pred 0 ok    restr 0 ok   δ = 5 - 0 = 5
+          [3.0, 1.0, 4.0, 0.0, 0.0, 0.0],  # y0 pred 2 wrong restr 0 ok; within S: 2 wrong
+          [0.0, 2.0, 1.0, 0.0, 0.0, 0.0],  # y1 pred 1 ok    restr 1 ok   δ = 2 - 0 = 2
+          [0.0, 0.0, 2.0, 3.0, 0.0, 0.0],  # y2 pred 3 wrong restr 3 wrong
+          [0.0, 0.0, 0.0, 4.0, 0.0, 1.0],  # y3 pred 3 ok    restr 3 ok   δ = 4 - 1 = 3
+          [0.0, 0.0, 0.0, 1.0, 2.0, 0.0],  # y4 pred 4 ok;   within U: 4 ok, δ = 1 - 2 = -1
+          [0.0, 0.0, 0.0, 3.0, 0.0, 1.0]]),  # y5 pred 3 wrong; within U: 5 ok, δ = 3 - 1 = 2
+    3: T([[1.0, 2.0, 0.0, 0.0, 0.0, 3.0],  # y0 pred 5 wrong restr 1 wrong
+          [2.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # y0 pred 0 ok    restr 0 ok
+          [2.0, 1.0, 0.0, 0.0, 0.0, 0.0],  # y1 pred 0 wrong restr 0 wrong
+          [0.0, 0.0, 1.0, 2.0, 3.0, 0.0],  # y2 pred 4 wrong restr 3 wrong
+          [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],  # y3 pred 3 ok    restr 3 ok
+          [0.0, 0.0, 0.0, 0.0, 1.0, 0.0],  # y4 pred 4 ok    restr 4 ok
+          [0.0, 0.0, 0.0, 0.0, 2.0, 1.0]]),  # y5 pred 4 wrong restr 4 wrong
+}
+
+
+def _evaluate(t: int) -> TaskEvaluation:
+    return evaluate_time_step(LOGITS[t], LABELS, TASKS, t)
+
+
+def test_time_step_1_by_hand() -> None:
+    ev = _evaluate(1)
+    # S_1 = {0, 1}: class 0 1/2, class 1 1/1 -> SA = 3/4
+    # U_1 = {2..5}: classes 2, 3, 4, 5 -> 0, 1, 0, 0 -> UA = 1/4;  H = 2·(3/16)/1 = 3/8
+    # all six classes: 1/2, 1, 0, 1, 0, 0 -> JA = 5/2 / 6 = 5/12
+    # task 1 restricted to {0, 1}: class 0 1/2, class 1 1 -> 3/4
+    assert ev.seen_accuracy == pytest.approx(3 / 4, abs=1e-15)
+    assert ev.unseen_accuracy == pytest.approx(1 / 4, abs=1e-15)
+    assert ev.harmonic == pytest.approx(3 / 8, abs=1e-15)
+    assert ev.joint_accuracy == pytest.approx(5 / 12, abs=1e-15)
+    assert ev.task_accuracies == pytest.approx([3 / 4], abs=1e-15)
+    assert ev.time_step == 1
+    # AUSUC: seen-correct rows 0 (w 1/4, δ 5) and 2 (w 1/2, δ 5); unseen-correct rows 3, 4, 6
+    # (w 1/4 each, δ 1, -2, 1), all below 5: separable, AUSUC = S_max·U_max = 3/4 · 3/4
+    assert ev.ausuc == pytest.approx(9 / 16, abs=1e-15)
+
+
+def test_time_step_2_by_hand() -> None:
+    ev = _evaluate(2)
+    # S_2 = {0..3}: class 0 1/2, class 1 1, class 2 0, class 3 1 -> SA = 5/2 / 4 = 5/8
+    # U_2 = {4, 5}: class 4 1, class 5 0 -> UA = 1/2;  H = 2·(5/16)/(9/8) = 5/9
+    # all: 1/2, 1, 0, 1, 1, 0 -> JA = 7/2 / 6 = 7/12
+    # task 1 restricted: both class-0 rows right, class 1 right -> 1;  task 2: 0, 1 -> 1/2
+    assert ev.seen_accuracy == pytest.approx(5 / 8, abs=1e-15)
+    assert ev.unseen_accuracy == pytest.approx(1 / 2, abs=1e-15)
+    assert ev.harmonic == pytest.approx(5 / 9, abs=1e-15)
+    assert ev.joint_accuracy == pytest.approx(7 / 12, abs=1e-15)
+    assert ev.task_accuracies == pytest.approx([1.0, 1 / 2], abs=1e-15)
+    # AUSUC: seen weights 1/8 (class 0 rows), 1/4 (classes 1..3); seen-correct within S:
+    # row 0 (1/8, δ 5), row 2 (1/4, δ 2), row 4 (1/4, δ 3).  Unseen-correct: row 5 (1/2,
+    # δ -1) beats all three: 5/8; row 6 (1/2, δ 2) only δ 5 and 3 (δ 2 ties, counts 0): 3/8.
+    # AUSUC = 1/2 · 5/8 + 1/2 · 3/8 = 1/2
+    assert ev.ausuc == pytest.approx(1 / 2, abs=1e-15)
+
+
+def test_time_step_T_has_no_unseen_classes() -> None:
+    ev = _evaluate(3)
+    # all seen: 1/2, 0, 0, 1, 1, 0 -> SA = JA = 5/12;  U_3 empty -> UA, H, AUSUC NaN
+    # tasks restricted: task 1 class 0 1/2, class 1 0 -> 1/4; task 2 0, 1 -> 1/2; task 3 1, 0 -> 1/2
+    assert ev.seen_accuracy == pytest.approx(5 / 12, abs=1e-15)
+    assert ev.joint_accuracy == pytest.approx(5 / 12, abs=1e-15)
+    assert math.isnan(ev.unseen_accuracy) and math.isnan(ev.harmonic) and math.isnan(ev.ausuc)
+    assert ev.task_accuracies == pytest.approx([1 / 4, 1 / 2, 1 / 2], abs=1e-15)
+
+
+def test_time_step_0_has_no_seen_classes() -> None:
+    ev = evaluate_time_step(LOGITS[1], LABELS, TASKS, 0)
+    # S_0 empty: SA, H, AUSUC NaN; every class unseen: UA = JA = 5/12 (as at t = 1)
+    assert math.isnan(ev.seen_accuracy) and math.isnan(ev.harmonic) and math.isnan(ev.ausuc)
+    assert ev.unseen_accuracy == pytest.approx(5 / 12, abs=1e-15)
+    assert ev.joint_accuracy == ev.unseen_accuracy
+    assert ev.task_accuracies == [] and ev.time_step == 0
+
+
+def test_summarize_the_hand_computed_run() -> None:
+    s = summarize([_evaluate(t) for t in (1, 2, 3)])
+    # mSA = (3/4 + 5/8 + 5/12) / 3 = (18 + 15 + 10)/24 / 3 = 43/72
+    # mUA = (1/4 + 1/2) / 2 = 3/8;  mH = (3/8 + 5/9) / 2 = 67/144;  mAUC = (9/16 + 1/2)/2 = 17/32
+    # mJA = (5/12 + 7/12 + 5/12) / 3 = 17/36
+    # forgetting: task 1 max(3/4, 1) - 1/4 = 3/4 (best at the intermediate t = 2);
+    # task 2 max(1/2) - 1/2 = 0  ->  (3/4 + 0) / 2 = 3/8
+    expected = (43 / 72, 3 / 8, 67 / 144, 17 / 32, 17 / 36, 3 / 8)
+    assert dataclasses.astuple(s) == pytest.approx(expected, abs=1e-15)
+
+
+def _ev(seen: float, unseen: float, harmonic: float, auc: float, joint: float,
+        tasks: list[float]) -> TaskEvaluation:
+    return TaskEvaluation(seen, unseen, harmonic, auc, joint, tasks)
+
+
+def test_summarize_hand_built_evaluations() -> None:
+    evs = [
+        _ev(0.8, 0.1, 0.2, 0.05, 0.3, [0.9]),
+        _ev(0.6, 0.3, 0.4, 0.15, 0.5, [0.5, 0.8]),
+        _ev(0.5, 0.2, 0.3, 0.10, 0.4, [0.7, 0.6, 0.7]),
+        _ev(0.4, NAN, NAN, NAN, 0.4, [0.6, 0.6, 0.5, 0.9]),
+    ]
+    s = summarize(evs)
+    # mSA = (0.8 + 0.6 + 0.5 + 0.4)/4 = 0.575;  mUA over t = 1..3: 0.6/3 = 0.2
+    # mH = (0.2 + 0.4 + 0.3)/3 = 0.3;  mAUC = 0.3/3 = 0.1;  mJA = 1.6/4 = 0.4
+    # forgetting (a_{T,i} = 0.6, 0.6, 0.5): task 1 max(0.9, 0.5, 0.7) - 0.6 = 0.3;
+    # task 2 max(0.8, 0.6) - 0.6 = 0.2; task 3 max(0.7) - 0.5 = 0.2 -> 0.7/3
+    expected = (0.575, 0.2, 0.3, 0.1, 0.4, 0.7 / 3)
+    assert dataclasses.astuple(s) == pytest.approx(expected, abs=1e-12)
+    assert s.percent() == pytest.approx(
+        {"mSA": 57.5, "mUA": 20.0, "mH": 30.0, "mAUC": 10.0, "mJA": 40.0, "forgetting": 70 / 3},
+        abs=1e-10)
+
+
+def test_forgetting_uses_the_best_intermediate_step_and_can_be_negative() -> None:
+    # task 1: 0.2 at t = 1, best 0.9 at t = 2, 0.4 at the end: f_1 = 0.9 - 0.4 = 0.5
+    evs = [_ev(0.5, 0.5, 0.5, 0.2, 0.5, [0.2]), _ev(0.5, 0.5, 0.5, 0.2, 0.5, [0.9, 0.3]),
+           _ev(0.5, NAN, NAN, NAN, 0.5, [0.4, 0.3, 0.5])]
+    # task 2: max(0.3) - 0.3 = 0  ->  forgetting = 0.5 / 2 = 0.25
+    assert summarize(evs).forgetting == pytest.approx(0.25, abs=1e-15)
+    # backward transfer: task 1 ends at 0.6 > its earlier best 0.4: f_1 = -0.2 (not clipped)
+    evs = [_ev(0.5, 0.5, 0.5, 0.2, 0.5, [0.4]), _ev(0.5, NAN, NAN, NAN, 0.5, [0.6, 0.5])]
+    assert summarize(evs).forgetting == pytest.approx(-0.2, abs=1e-15)
+
+
+def test_single_task() -> None:
+    # T = 1: t = 1 = T has no unseen classes; mUA, mH, mAUC average no step (NaN); no forgetting
+    logits, labels = T([[2.0, 1.0], [2.0, 3.0], [0.0, 1.0]]), T([0, 1, 0])
+    ev = evaluate_time_step(logits, labels, [T([0, 1])], 1)
+    # preds 0, 1, 1: class 0 1/2, class 1 1 -> 3/4 (seen = joint = its own task)
+    assert (ev.seen_accuracy, ev.joint_accuracy) == pytest.approx((3 / 4, 3 / 4), abs=1e-15)
+    assert ev.task_accuracies == pytest.approx([3 / 4], abs=1e-15)
+    assert math.isnan(ev.unseen_accuracy) and math.isnan(ev.ausuc)
+    s = summarize([ev])
+    assert s.mSA == s.mJA == pytest.approx(3 / 4, abs=1e-15)
+    assert math.isnan(s.mUA) and math.isnan(s.mH) and math.isnan(s.mAUC)
+    assert s.forgetting == 0.0
+
+
+def test_dataclasses_are_frozen() -> None:
+    ev, s = _evaluate(1), CZSLSummary(0.1, 0.2, 0.3, 0.4, 0.5, 0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.seen_accuracy = 0.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.mSA = 0.0  # type: ignore[misc]
+
+
+# -- consistency with analysis.metrics ---------------------------------------------------
+@pytest.mark.parametrize("t", [1, 2])
+def test_matches_gzsl_accuracies_and_ausuc_on_the_example(t: int) -> None:
+    _check_against_analysis_metrics(LOGITS[t], LABELS, TASKS, t)
+
+
+@given(seed=st.integers(0, 2**31 - 1), num_tasks=st.integers(2, 4), t=st.integers(1, 3))
+def test_matches_gzsl_accuracies_and_ausuc_on_random_runs(seed: int, num_tasks: int, t: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    num_classes = 2 * num_tasks
+    tasks = list(torch.randperm(num_classes, generator=g).split(2))  # unsorted, shuffled
+    labels = torch.cat([torch.arange(num_classes), torch.randint(num_classes, (12,), generator=g)])
+    logits = torch.randint(0, 4, (labels.numel(), num_classes), generator=g).float()  # ties
+    _check_against_analysis_metrics(logits, labels, tasks, min(t, num_tasks - 1))
+
+
+def _check_against_analysis_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, tasks: list[torch.Tensor], t: int
+) -> None:
+    ev = evaluate_time_step(logits, labels, tasks, t)
+    seen, unseen = torch.cat(tasks[:t]), torch.cat(tasks[t:])
+    s = torch.isin(labels, seen)
+    args = (logits[s], labels[s], logits[~s], labels[~s])
+    ref = gzsl_accuracies(*args, seen, seen_logit_scale=1.0)
+    assert (ev.seen_accuracy, ev.unseen_accuracy, ev.harmonic) == (ref.seen, ref.unseen, ref.harmonic)
+    assert ev.ausuc == ausuc(*args, seen, unseen)
+
+
+# -- errors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("logits", "labels", "tasks", "t", "error", "match"), [
+    (T([1.0, 2.0]), T([0, 1]), TASKS, 1, ValueError, r"logits must be a 2-D \[n, C\] tensor.*got \(2,\)"),
+    ([[1.0, 2.0]], T([0]), TASKS, 1, ValueError, r"logits must be a 2-D .* got list"),
+    (torch.zeros(0, 6), T([], dtype=torch.int64), TASKS, 1, ValueError, r"logits is empty \(shape \(0, 6\)\)"),
+    (torch.full((7, 6), NAN), LABELS, TASKS, 1, ValueError, r"logits holds NaN or infinite"),
+    (LOGITS[1], LABELS.float(), TASKS, 1, TypeError, r"labels must be a 1-D integer tensor.*torch.float32"),
+    (LOGITS[1], LABELS[:5], TASKS, 1, ValueError, r"labels has 5 entries but logits has 7 rows"),
+    (LOGITS[1], LABELS, [], 1, ValueError, r"task_classes must be a non-empty list"),
+    (LOGITS[1], LABELS, T([0, 1]), 1, ValueError, r"task_classes must be a non-empty list"),
+    (LOGITS[1], LABELS, [T([0, 1]), [2, 3], T([4, 5])], 1, TypeError,
+     r"task_classes\[1\] must be a 1-D integer tensor, got list"),
+    (LOGITS[1], LABELS, [T([0, 1]), T([2, 3]), T([4, 5]), T([], dtype=torch.int64)], 1, ValueError,
+     r"task_classes\[3\] is empty"),
+    (LOGITS[1], LABELS, [T([0, 1]), T([2, 3]), T([4, 6])], 1, ValueError,
+     r"task_classes\[2\] holds class 6, outside the 6 logit columns"),
+    (LOGITS[1], LABELS, [T([0, 1]), T([1, 2, 3]), T([4, 5])], 1, ValueError,
+     r"class 1 is in task_classes\[0\] and task_classes\[1\]; tasks must be disjoint"),
+    (LOGITS[1], LABELS, [T([0, 1]), T([2, 3, 3]), T([4, 5])], 1, ValueError,
+     r"class 3 is in task_classes\[1\] \(twice\)"),
+    (LOGITS[1], LABELS, [T([0, 1]), T([2, 3]), T([5])], 1, ValueError,
+     r"classes \[4\] of the 6 logit columns are in no task"),
+    (LOGITS[1], T([0, 0, 1, 2, 3, 4, 6]), TASKS, 1, ValueError, r"labels holds class 6, which is in no task"),
+    (LOGITS[1], T([0, 0, 1, 2, 3, 4, -1]), TASKS, 1, ValueError, r"labels holds class -1, which is in no task"),
+    (LOGITS[1], T([0, 0, 1, 2, 3, 5, 5]), [T([0, 1]), T([2, 3]), T([4]), T([5])], 1, ValueError,
+     r"task 3 \(task_classes\[2\]\) has no test sample"),
+    (LOGITS[1], LABELS, TASKS, 1.0, TypeError, r"t must be an int .* got float 1.0"),
+    (LOGITS[1], LABELS, TASKS, True, TypeError, r"t must be an int .* got bool"),
+    (LOGITS[1], LABELS, TASKS, 4, ValueError, r"t = 4 is outside \[0, 3\]"),
+    (LOGITS[1], LABELS, TASKS, -1, ValueError, r"t = -1 is outside \[0, 3\]"),
+])
+def test_evaluate_time_step_errors(
+    logits: object, labels: object, tasks: object, t: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        evaluate_time_step(logits, labels, tasks, t)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"seen_accuracy": 75.0}, r"seen_accuracy must be a fraction in \[0, 1\] or NaN, got 75.0; .*not percent"),
+    ({"ausuc": -0.1}, r"ausuc must be a fraction in \[0, 1\] or NaN, got -0.1"),
+    ({"joint_accuracy": NAN}, r"joint_accuracy must be a fraction in \[0, 1\], got nan"),
+    ({"task_accuracies": [0.5, 1.5]}, r"task_accuracies\[1\] must be a fraction in \[0, 1\], got 1.5"),
+])
+def test_task_evaluation_rejects_out_of_range_values(kwargs: dict[str, object], match: str) -> None:
+    base: dict[str, object] = {"seen_accuracy": 0.5, "unseen_accuracy": 0.5, "harmonic": 0.5,
+                               "ausuc": 0.2, "joint_accuracy": 0.5, "task_accuracies": [0.5]}
+    with pytest.raises(ValueError, match=match):
+        TaskEvaluation(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_summarize_errors() -> None:
+    e1, e2, e3 = (_evaluate(t) for t in (1, 2, 3))
+    with pytest.raises(ValueError, match=r"evaluations is empty; pass the TaskEvaluation of each"):
+        summarize([])
+    with pytest.raises(TypeError, match=r"evaluations must be a list of TaskEvaluation, got TaskEvaluation"):
+        summarize(e1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"evaluations\[1\] is a dict, not a TaskEvaluation"):
+        summarize([e1, {}])  # type: ignore[list-item]
+    e0 = evaluate_time_step(LOGITS[1], LABELS, TASKS, 0)
+    with pytest.raises(ValueError, match=r"evaluations\[0\] is at time step t = 0 .*expected t = 1.*without t = 0"):
+        summarize([e0, e1, e2, e3])
+    with pytest.raises(ValueError, match=r"evaluations\[1\] is at time step t = 3 .*expected t = 2"):
+        summarize([e1, e3, e2])
+    with pytest.raises(ValueError, match=r"the last evaluation \(t = 2\) still has unseen classes"):
+        summarize([e1, e2])  # stops before T = 3
+    no_auc = dataclasses.replace(e2, ausuc=NAN)
+    with pytest.raises(ValueError, match=r"evaluations\[1\] \(t = 2 of T = 3\) has ausuc = nan"):
+        summarize([e1, no_auc, e3])
+    no_seen = dataclasses.replace(e3, seen_accuracy=NAN)
+    with pytest.raises(ValueError, match=r"evaluations\[2\] \(t = 3 of T = 3\) has seen_accuracy = nan"):
+        summarize([e1, e2, no_seen])
