@@ -28,9 +28,21 @@ from analysis.model import PRESETS
 from analysis.normalization import ATTRIBUTE_NORMS
 from analysis.training import TrainConfig
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_data_options", "build_parser", "main"]
 
 _DEFAULTS = TrainConfig()
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, default_dataset: str) -> None:
+    """The data options every training command shares: ``--dataset``, ``--data-root``,
+    ``--synthetic-features``, ``--data-seed`` (read by :func:`analysis.datasets.load_dataset`)."""
+    parser.add_argument("--dataset", default=default_dataset, help=f"data set: {', '.join(DATASETS)}")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="GBU root holding <DATASET>/att_splits.mat and <DATASET>/res101.mat; "
+                        "omitted: synthetic data shaped like the data set")
+    parser.add_argument("--synthetic-features", action="store_true",
+                        help="with --data-root: real attributes and splits, synthetic image features")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data generator")
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -41,13 +53,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         "Without --data-root it uses the synthetic preset of --dataset (same sizes as the real set).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", default="AWA1", help=f"data set: {', '.join(DATASETS)}")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="GBU root holding <DATASET>/att_splits.mat and <DATASET>/res101.mat; "
-                   "omitted: synthetic data shaped like the data set")
-    p.add_argument("--synthetic-features", action="store_true",
-                   help="with --data-root: real attributes and splits, synthetic image features")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data generator")
+    add_data_options(p, default_dataset="AWA1")
     p.add_argument("--preset", default="cn", help=f"ablation row: {', '.join(PRESETS)}")
     p.add_argument("--standardization-mode", default="correct", choices=("correct", "notebook"),
                    help="class standardization: 'correct' (sqrt(var+eps)) or the authors' "
@@ -103,10 +109,7 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
         "sequence by one single-head model, evaluated after each task on every class. Prints mean ± std "
         "over seeds of mSA, mUA, mH, mAUC, mJA and forgetting; writes DIR/czsl.json and DIR/czsl.png.",
     )
-    p.add_argument("--dataset", default="CUB", help=f"data set: {', '.join(DATASETS)}")
-    p.add_argument("--data-root", type=Path, default=None, help="GBU root; omitted: synthetic preset")
-    p.add_argument("--synthetic-features", action="store_true", help="with --data-root: synthetic features")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+    add_data_options(p, default_dataset="CUB")
     p.add_argument("--method", default="all", help=f"{', '.join(METHODS)} or all (comma-separated list allowed)")
     cn = p.add_mutually_exclusive_group()
     cn.add_argument("--no-cn", action="store_true", help="the plain MLP instead of the CN model")

@@ -10,7 +10,7 @@ import argparse
 import math
 from pathlib import Path
 
-from analysis.datasets import DATASETS
+from analysis.cli import add_data_options
 from landscape.comparison import MODEL_KINDS, LandscapeRun, run_landscape
 
 __all__ = ["register"]
@@ -46,10 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "record gradient norm, top Hessian eigenvalue and effective beta-smoothness along training and "
         "final 2-D loss slices; write DIR/landscape.json and PNG plots.",
     )
-    p.add_argument("--dataset", default="AWA2", help=f"data set: {', '.join(DATASETS)}")
-    p.add_argument("--data-root", type=Path, default=None, help="GBU root; omitted: synthetic preset")
-    p.add_argument("--synthetic-features", action="store_true", help="with --data-root: synthetic features")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+    add_data_options(p, default_dataset="AWA2")
     p.add_argument("--epochs", type=int, default=5, help="training epochs per model")
     p.add_argument("--seed", type=int, default=1, help="seed of weights and shuffles (probes: seed + 1, + 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
