@@ -16,7 +16,6 @@ before doing any work, unless ``overwrite=True``.  Every file is written atomica
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from analysis.checkpoint import save_checkpoint
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.evaluation import evaluate
-from analysis.io import atomic_write, environment_info, write_json
+from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
 from analysis.model import PRESETS, preset_config
 from analysis.training import History, TrainConfig, resolve_device, train_model
 
@@ -58,16 +57,7 @@ class TrainRun:
             raise ValueError(f"seen_logit_scale must be positive, got {self.seen_logit_scale}")
 
 
-def _check_outputs_free(run: TrainRun) -> None:
-    existing = [name for name in OUTPUT_FILES if (run.out / name).exists()]
-    if existing and not run.overwrite:
-        raise FileExistsError(
-            f"{run.out} already holds {', '.join(existing)}; choose another --out folder or pass "
-            f"--overwrite to replace them"
-        )
-
-
-def _loss_plot_png(history: History, title: str) -> bytes:
+def _loss_figure(history: History, title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,10 +68,7 @@ def _loss_plot_png(history: History, title: str) -> bytes:
     ax.plot(epochs, history.loss, marker="o", markersize=3)
     ax.set(xlabel="epoch", ylabel="training cross-entropy (nats)", title=title)
     ax.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def run_train(run: TrainRun) -> dict[str, Any]:
@@ -94,7 +81,7 @@ def run_train(run: TrainRun) -> dict[str, Any]:
         FileExistsError: outputs exist in ``run.out`` and ``overwrite`` is False.
         DataError, ValueError: bad data or options (the message names the fix).
     """
-    _check_outputs_free(run)
+    refuse_to_overwrite(run.out, OUTPUT_FILES, run.overwrite)
     device = resolve_device(run.train.device)
     data = load_dataset(run.dataset, data_root=run.data_root,
                         synthetic_features=run.synthetic_features, seed=run.data_seed)
@@ -119,7 +106,6 @@ def run_train(run: TrainRun) -> dict[str, Any]:
     if run.save_model:
         save_checkpoint(run.out / "model.pt", model,
                         {"run": run, "data": data.summary(), "results": results})
-    png = _loss_plot_png(history, f"{data.name} ({data.source}), preset {run.preset}")
-    atomic_write(run.out / "loss.png", lambda f: f.write(png))
+    write_png(run.out / "loss.png", _loss_figure(history, f"{data.name} ({data.source}), preset {run.preset}"))
     write_json(run.out / "results.json", results)  # last: its presence marks a finished run
     return results

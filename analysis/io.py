@@ -9,19 +9,20 @@ leaves either the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "write_json", "environment_info", "to_jsonable"]
+__all__ = ["atomic_write", "environment_info", "refuse_to_overwrite", "to_jsonable", "write_json", "write_png"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -48,6 +49,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def refuse_to_overwrite(folder: str | os.PathLike, names: Iterable[str], overwrite: bool = False) -> None:
+    """Stop before any work if ``folder`` already holds one of ``names`` (unless ``overwrite``).
+
+    Raises:
+        FileExistsError: naming the files found and the two ways out.
+    """
+    folder = Path(folder)
+    existing = [name for name in names if (folder / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds {', '.join(existing)}; choose another --out folder or pass "
+            f"--overwrite to replace them"
+        )
+
+
+def write_png(path: str | os.PathLike, fig: Any, dpi: int = 120) -> Path:
+    """Atomically write the matplotlib figure ``fig`` as a PNG, then close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def _umask() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["ATTRIBUTE_NORMS", "NormalizeScale", "normalize_attributes", "normalize_scale_logits"]

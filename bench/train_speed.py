@@ -15,7 +15,6 @@ Absolute seconds are not comparable across machines or runs; the ratio within on
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch

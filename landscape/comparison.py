@@ -25,7 +25,6 @@ overwritten unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 import time
@@ -34,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from analysis.data import ZSLData
 from analysis.datasets import canonical_dataset_name, load_dataset
-from analysis.io import atomic_write, environment_info, write_json
+from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
 from analysis.model import ClassifierConfig, preset_config
 from analysis.training import StepInfo, TrainConfig, build_model, resolve_device, train
 from landscape.hvp import HessianOperator
@@ -147,16 +145,7 @@ def _summary(probe: TrajectoryProbe) -> dict[str, float]:
     }
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _plot_trajectories(results: dict[str, dict[str, Any]], title: str) -> bytes:
+def _trajectory_figure(results: dict[str, dict[str, Any]], title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,10 +163,10 @@ def _plot_trajectories(results: dict[str, dict[str, Any]], title: str) -> bytes:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend()
     fig.suptitle(title)
-    return _png(fig)
+    return fig
 
 
-def _plot_slices(results: dict[str, dict[str, Any]], slices: dict[str, Any], title: str) -> bytes:
+def _slice_figure(results: dict[str, dict[str, Any]], slices: dict[str, Any], title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,7 +178,7 @@ def _plot_slices(results: dict[str, dict[str, Any]], slices: dict[str, Any], tit
         plot_slice_2d(slices[kind], ax, log=True)
         ax.set_title(_LABELS[kind])
     fig.suptitle(title)
-    return _png(fig)
+    return fig
 
 
 def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, Any]:
@@ -204,10 +193,7 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
         FileExistsError: outputs exist in ``run.out`` and ``overwrite`` is False.
         DataError, ValueError: bad data or options.
     """
-    existing = [name for name in OUTPUT_FILES if (run.out / name).exists()]
-    if existing and not run.overwrite:
-        raise FileExistsError(f"{run.out} already holds {', '.join(existing)}; choose another --out "
-                              f"folder or pass --overwrite")
+    refuse_to_overwrite(run.out, OUTPUT_FILES, run.overwrite)
     device = resolve_device(run.device)
     if data is None:
         data = load_dataset(run.dataset, data_root=run.data_root, synthetic_features=run.synthetic_features,
@@ -242,8 +228,8 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
                       "losses": slices[kind].losses.tolist()},
         }
     title = f"{data.name} ({data.source}), {run.epochs} epochs, seed {run.seed}"
-    atomic_write(run.out / "trajectories.png", lambda f: f.write(_plot_trajectories(results, title)))
-    atomic_write(run.out / "slices.png", lambda f: f.write(_plot_slices(results, slices, title)))
+    write_png(run.out / "trajectories.png", _trajectory_figure(results, title))
+    write_png(run.out / "slices.png", _slice_figure(results, slices, title))
     payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
                "etas": list(etas), "models": results}
     write_json(run.out / "landscape.json", payload)

@@ -10,7 +10,7 @@ from torch import nn
 
 from analysis.model import ClassifierConfig, preset_config
 from analysis.normalization import normalize_attributes
-from analysis.training import TrainConfig, build_model, resolve_device, train, train_model
+from analysis.training import TrainConfig, build_model, resolve_device, train_model
 
 SMALL = dict(hidden_dims=(16, 16))
 

@@ -37,7 +37,7 @@ def test_variance_refuses_to_overwrite(variance_run, capsys):
     _, out = variance_run
     rc = main(["variance", "--dataset", "CUB", "--out", str(out), "--num-inits", "2"])
     err = capsys.readouterr().err
-    assert rc == 2 and "variance.json exists" in err and "--overwrite" in err
+    assert rc == 2 and "already holds variance.json" in err and "--overwrite" in err
 
 
 def test_attributes_json_matches_the_module_on_real_data(capsys):

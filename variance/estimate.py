@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 __all__ = ["Check", "Estimate", "check", "mean_estimate", "variance_estimate"]

@@ -9,10 +9,9 @@ Existing outputs are never overwritten unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from analysis.czsl.methods import MethodConfig, agem_memory_for
 from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
 from analysis.czsl.tasks import continual_split
 from analysis.datasets import canonical_dataset_name, load_dataset
-from analysis.io import atomic_write, environment_info, write_json
+from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
 
 __all__ = ["CZSLExperiment", "METRICS", "format_czsl_table", "run_czsl_experiment"]
 
@@ -77,7 +76,7 @@ def format_czsl_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
+def _figure(rows: list[dict[str, Any]], title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,18 +96,12 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, ncol=2)
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
     """Run every method x CN setting x seed of ``exp`` and write the outputs (module docstring)."""
-    existing = [n for n in OUTPUT_FILES if (exp.out / n).exists()]
-    if existing and not exp.overwrite:
-        raise FileExistsError(f"{exp.out} already holds {', '.join(existing)}; choose another --out folder "
-                              f"or pass --overwrite")
+    refuse_to_overwrite(exp.out, OUTPUT_FILES, exp.overwrite)
     data = load_dataset(exp.dataset, data_root=exp.data_root, synthetic_features=exp.synthetic_features,
                         seed=exp.data_seed)
     methods_config = MethodConfig(agem_memory_per_class=agem_memory_for(exp.dataset))
@@ -129,10 +122,10 @@ def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
         for metric in METRICS:
             row[metric] = _mean_std([s["summary"][metric] for s in per_seed])
         rows.append({**row, "per_seed": per_seed})
-    title = f"{data.name} ({data.source}), {len(continual_split(data, exp.num_tasks).task_classes)} tasks, " \
-            f"seeds {','.join(map(str, exp.seeds))}"
-    atomic_write(exp.out / "czsl.png", lambda f: f.write(_plot(rows, title)))
-    payload = {"config": replace(exp), "data": data.summary(), "methods_config": methods_config,
+    num_tasks = len(rows[0]["per_seed"][0]["evaluations"])  # one evaluation per task learned
+    title = f"{data.name} ({data.source}), {num_tasks} tasks, seeds {','.join(map(str, exp.seeds))}"
+    write_png(exp.out / "czsl.png", _figure(rows, title))
+    payload = {"config": exp, "data": data.summary(), "methods_config": methods_config,
                "environment": environment_info(exp.device), "rows": rows}
     write_json(exp.out / "czsl.json", payload)
     return payload
