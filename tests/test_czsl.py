@@ -73,3 +73,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         rc = main(["czsl", *args, "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_same_seed_gives_the_same_table(tmp_path, capsys):
+    args = ["czsl", "--dataset", "CUB", "--method", "ewc", "--seeds", "2", "--tasks", "2",
+            "--epochs-per-task", "1", "--no-progress"]
+    tables = []
+    for name in ("a", "b"):
+        assert main([*args, "--out", str(tmp_path / name)]) == 0
+        tables.append(capsys.readouterr().out.splitlines()[1:-1])  # without the "wrote ..." line
+        rows = json.loads((tmp_path / name / "czsl.json").read_text())["rows"]
+        tables.append([{k: r[k] for k in ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting")} for r in rows])
+    assert tables[0] == tables[2] and tables[1] == tables[3]
