@@ -30,7 +30,7 @@ from analysis.data import ZSLData
 from analysis.model import AttributeEmbedderModel, ClassifierConfig, EmbedderConfig, LinearClassifier
 from analysis.normalization import ATTRIBUTE_NORMS, normalize_attributes
 
-__all__ = ["History", "StepInfo", "TrainConfig", "build_model", "resolve_device", "train", "train_model"]
+__all__ = ["History", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -110,7 +110,7 @@ def build_model(config: EmbedderConfig | ClassifierConfig, seed: int) -> nn.Modu
     raise TypeError(f"expected an EmbedderConfig or ClassifierConfig, got {type(config).__name__}")
 
 
-def _seen_targets(data: ZSLData) -> Tensor:
+def seen_targets(data: ZSLData) -> Tensor:
     """trainval labels remapped to 0..K_s-1, the column order of the seen classes."""
     to_seen = torch.full((data.num_classes,), -1, dtype=torch.int64, device=data.device)
     seen = data.seen_classes
@@ -141,7 +141,7 @@ def train(
     model.to(device).train()
     attributes = normalize_attributes(data.attributes, config.attribute_norm)[data.seen_classes]
     features = data.features[data.trainval]  # [n, d_z], resident on the device
-    targets = _seen_targets(data)  # [n]
+    targets = seen_targets(data)  # [n]
     n = features.shape[0]
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,

@@ -46,7 +46,7 @@ from analysis.normalization import normalize_attributes
 
 # The same remapping the training loop uses (labels -> 0..K_s-1 in seen-class order), so
 # the probed loss is the trained loss; a private helper of the sibling core, on purpose.
-from analysis.training import _seen_targets
+from analysis.training import seen_targets
 
 __all__ = ["STATISTICS", "Batch", "LossFn", "Objective", "parameter_names", "zsl_batches"]
 
@@ -138,7 +138,7 @@ def zsl_batches(
         data = data.to(device)
     attributes = normalize_attributes(data.attributes, attribute_norm)[data.seen_classes]  # [K_s, d_a]
     features = data.features[data.trainval]  # [n, d_z]
-    targets = _seen_targets(data)  # [n]
+    targets = seen_targets(data)  # [n]
     size = features.shape[0] if batch_size is None else int(batch_size)
     return [Batch(f, t, attributes) for f, t in zip(features.split(size), targets.split(size))]
 
