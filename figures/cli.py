@@ -1,0 +1,63 @@
+"""``cnzsl figures``, registered through the ``cnzsl.commands`` entry point.
+
+    cnzsl figures [--only NAME ...] [--fast] [--data-root ROOT] [--device auto] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from figures.context import FigureContext
+from figures.registry import FIGURE_NAMES, figure_module, run_figures
+
+__all__ = ["register"]
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def _figures(args: argparse.Namespace) -> int:
+    if args.list:
+        for name in FIGURE_NAMES:
+            module = figure_module(name)
+            print(f"{name:<22}{module.PAPER:<16}{module.TITLE}")
+        return 0
+    if args.out is None:
+        raise ValueError("--out is required (the folder for the PNG/PDF figures and their data)")
+    ctx = FigureContext(out=args.out, fast=args.fast, data_root=args.data_root, device=args.device,
+                        seeds=_seeds(args.seeds), data_seed=args.data_seed, progress=not args.no_progress,
+                        only_datasets=tuple(args.datasets or ()))
+    summary = run_figures(ctx, args.only or FIGURE_NAMES, plot_only=args.plot_only, overwrite=args.overwrite)
+    print(f"{len(summary['figures'])} figures in {summary['total_seconds']:.0f} s; wrote {ctx.out}/figures.json")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``figures`` to the ``cnzsl`` command line."""
+    p = subparsers.add_parser(
+        "figures", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="regenerate the paper's figures and tables",
+        description="Compute and draw the paper's figures (PNG and PDF) from synthetic data, or from the "
+        "real GBU data under --data-root. Each figure caches its numbers in DIR/data/NAME.json, so "
+        "--plot-only redraws without recomputing.",
+    )
+    p.add_argument("--only", nargs="+", choices=FIGURE_NAMES, metavar="NAME",
+                   help=f"figures to make (default: all): {', '.join(FIGURE_NAMES)}")
+    p.add_argument("--fast", action="store_true", help="small budgets: a smoke run of a few minutes")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="GBU root with <DATASET>/att_splits.mat (and res101.mat); omitted: synthetic data")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="restrict to these data sets")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data generator")
+    p.add_argument("--seeds", default="1,2,3", help="seeds averaged over where a figure trains models")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--out", type=Path, default=None, help="output folder")
+    p.add_argument("--plot-only", action="store_true", help="redraw from the cached data in DIR/data")
+    p.add_argument("--overwrite", action="store_true", help="replace figures and data already in --out")
+    p.add_argument("--list", action="store_true", help="list the figures and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(handler=_figures)

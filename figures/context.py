@@ -1,0 +1,130 @@
+"""What every figure module receives: :class:`FigureContext` (output folder, budget, data, device).
+
+A figure module ``figures/<name>.py`` defines
+
+    NAME: str                                  # "variance_vs_depth", ... (= the module name)
+    TITLE: str                                 # one line, used in the README and --list
+    PAPER: str                                 # what it reproduces: "Figure 1", "Table 3", ...
+    compute(ctx: FigureContext) -> Path        # writes ctx.cache_path(NAME, suffix) and returns it
+    plot(ctx: FigureContext) -> list[Path]     # reads only that cache; writes NAME.png and NAME.pdf
+
+``compute`` stores, beside its numbers, ``ctx.provenance()`` (settings, the data each
+panel used and whether it is real or synthetic, the environment); ``plot`` reads the cache
+with :func:`read_cache`, which fails loudly when it is missing, so a figure can be redrawn
+(``cnzsl figures --plot-only``) without recomputing it.
+
+Data: :meth:`FigureContext.datasets` lists the data sets a figure should use: every GBU
+data set that ``data_root`` holds (real attributes; real features where ``res101.mat`` is
+there, synthetic features otherwise), or the five synthetic presets when there is no
+``data_root``.  :meth:`FigureContext.load` turns one :class:`DataChoice` into a
+:class:`~analysis.data.ZSLData`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.data import DataError, ZSLData
+from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
+from analysis.io import environment_info, to_jsonable
+from analysis.training import resolve_device
+
+__all__ = ["DataChoice", "FigureContext", "read_cache"]
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """One data set as a figure uses it."""
+
+    name: str  # AWA1, AWA2, CUB, SUN, APY
+    data_root: Path | None  # None: the synthetic preset
+    real_attributes: bool
+    real_features: bool
+
+    @property
+    def source(self) -> str:
+        """"real", "real attributes, synthetic features" or "synthetic" (for captions)."""
+        if self.real_features:
+            return "real"
+        return "real attributes, synthetic features" if self.real_attributes else "synthetic"
+
+
+@dataclass(frozen=True)
+class FigureContext:
+    """Settings shared by every figure of one ``cnzsl figures`` run."""
+
+    out: Path  # figures go to out/NAME.{png,pdf}; caches to out/data/
+    fast: bool = False  # small budgets for smoke runs (each module defines its own)
+    data_root: Path | None = None  # GBU root; None: synthetic presets
+    device: str = "auto"
+    seeds: tuple[int, ...] = (1, 2, 3)  # seeds averaged over where a figure trains models
+    data_seed: int = 0  # seed of the synthetic data generator
+    progress: bool = True
+    only_datasets: tuple[str, ...] = ()  # restrict datasets() to these names (empty: all)
+    extra: dict[str, Any] = field(default_factory=dict)  # per-figure overrides (tests use it)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", Path(self.data_root))
+            if not self.data_root.is_dir():
+                raise DataError(f"--data-root {self.data_root} is not a folder; pass the GBU root "
+                                f"holding <DATASET>/att_splits.mat, or omit it for synthetic data")
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed, e.g. seeds=(1, 2, 3)")
+        object.__setattr__(self, "only_datasets", tuple(canonical_dataset_name(d) for d in self.only_datasets))
+        resolve_device(self.device)  # fails now, not in the middle of a figure
+
+    # -------------------------------------------------------------------- paths
+    def cache_path(self, name: str, suffix: str = ".json") -> Path:
+        return self.out / "data" / f"{name}{suffix}"
+
+    def figure_paths(self, name: str) -> tuple[Path, Path]:
+        return self.out / f"{name}.png", self.out / f"{name}.pdf"
+
+    # --------------------------------------------------------------------- data
+    def datasets(self) -> list[DataChoice]:
+        """The data sets to use, in :data:`analysis.datasets.DATASETS` order (module docstring)."""
+        names = [d for d in DATASETS if not self.only_datasets or d in self.only_datasets]
+        if self.data_root is None:
+            return [DataChoice(d, None, False, False) for d in names]
+        found = [DataChoice(d, self.data_root, True, (self.data_root / d / "res101.mat").is_file())
+                 for d in names if (self.data_root / d / "att_splits.mat").is_file()]
+        if not found:
+            raise DataError(f"no <DATASET>/att_splits.mat under --data-root {self.data_root} "
+                            f"(looked for {', '.join(names)}); omit --data-root for synthetic data")
+        return found
+
+    def load(self, choice: DataChoice) -> ZSLData:
+        return load_dataset(choice.name, data_root=choice.data_root,
+                            synthetic_features=choice.real_attributes and not choice.real_features,
+                            seed=self.data_seed)
+
+    # --------------------------------------------------------------- provenance
+    def provenance(self, datasets: list[DataChoice] | None = None, **settings: Any) -> dict[str, Any]:
+        """What a cache records beside its numbers: the run's settings, the figure's own
+        ``settings`` (budgets), the data used and the environment."""
+        return to_jsonable({
+            "fast": self.fast, "seeds": self.seeds, "data_seed": self.data_seed,
+            "data_root": self.data_root, "device": str(resolve_device(self.device)),
+            "settings": settings,
+            "datasets": [{"name": d.name, "source": d.source} for d in (datasets or [])],
+            "environment": environment_info(resolve_device(self.device)),
+        })
+
+
+def read_cache(ctx: FigureContext, name: str) -> dict[str, Any]:
+    """The JSON cache of figure ``name``; a FileNotFoundError naming the command that makes it."""
+    path = ctx.cache_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: compute it first with `cnzsl figures --only {name} "
+                                f"--out {ctx.out}` (without --plot-only)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete it and recompute with "
+                         f"`cnzsl figures --only {name} --out {ctx.out} --overwrite`") from None

@@ -1,0 +1,91 @@
+"""The figures ``cnzsl figures`` knows, in the paper's order, and how one run draws them.
+
+:data:`FIGURE_NAMES` lists the modules (``figures/<name>.py``, contract in
+:mod:`figures.context`).  :func:`run_figures` computes each selected figure's cache and
+plots it, timing both, and writes ``out/figures.json`` (what ran, how long, which files).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from analysis.io import refuse_to_overwrite, write_json
+from figures.context import FigureContext
+
+__all__ = ["FIGURE_NAMES", "figure_module", "run_figures", "select_figures"]
+
+FIGURE_NAMES = (
+    "variance_vs_depth",
+    "normalize_scale",
+    "attribute_statistics",
+    "loss_surface",
+    "loss_slices",
+    "spectral_density",
+    "ablation_table",
+    "training_time",
+)
+
+
+def figure_module(name: str) -> ModuleType:
+    """The module of figure ``name`` (a ValueError lists the known names)."""
+    if name not in FIGURE_NAMES:
+        raise ValueError(f"unknown figure {name!r}; choose from {', '.join(FIGURE_NAMES)}")
+    return importlib.import_module(f"figures.{name}")
+
+
+def select_figures(only: Sequence[str] = ()) -> tuple[str, ...]:
+    """``only`` validated and in paper order; all figures when empty."""
+    for name in only:
+        figure_module(name)  # raises on an unknown name
+    return tuple(n for n in FIGURE_NAMES if not only or n in only)
+
+
+def _outputs(ctx: FigureContext, name: str, plot_only: bool) -> list[str]:
+    png, pdf = ctx.figure_paths(name)
+    files = [png.name, pdf.name]
+    return files if plot_only else files + [str(ctx.cache_path(name).relative_to(ctx.out))]
+
+
+def run_figures(
+    ctx: FigureContext,
+    names: Sequence[str] = FIGURE_NAMES,
+    *,
+    plot_only: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Compute (unless ``plot_only``) and plot each figure of ``names``; returns the summary
+    written to ``ctx.out/figures.json``.
+
+    Raises:
+        FileExistsError: an output of a selected figure exists and ``overwrite`` is False
+            (checked for every figure before any work starts).
+        FileNotFoundError: ``plot_only`` and a cache is missing.
+    """
+    names = select_figures(names)
+    for name in names:
+        refuse_to_overwrite(ctx.out, _outputs(ctx, name, plot_only), overwrite)
+    rows = []
+    for name in names:
+        module = figure_module(name)
+        start = time.perf_counter()
+        if not plot_only:
+            log(f"[{name}] computing ...")
+            module.compute(ctx)
+        computed = time.perf_counter()
+        paths = module.plot(ctx)
+        rows.append({"name": name, "title": module.TITLE, "paper": module.PAPER,
+                     "compute_seconds": None if plot_only else computed - start,
+                     "plot_seconds": time.perf_counter() - computed,
+                     "files": [str(Path(p).relative_to(ctx.out)) for p in paths]})
+        log(f"[{name}] {rows[-1]['compute_seconds'] or 0:.1f} s compute, {rows[-1]['plot_seconds']:.1f} s plot"
+            f" -> {', '.join(rows[-1]['files'])}")
+    summary = {"figures": rows, "fast": ctx.fast, "plot_only": plot_only,
+               "total_seconds": sum((r["compute_seconds"] or 0) + r["plot_seconds"] for r in rows)}
+    write_json(ctx.out / "figures.json", summary)
+    return summary
