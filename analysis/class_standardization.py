@@ -138,9 +138,9 @@ class ClassStandardization(nn.Module):
                                      eps=self.eps, mode=self.mode)
         mean, var = class_statistics(h, self.mode)
         if self.update_running_stats:
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach().squeeze(0), self.momentum)
-                self.running_var.lerp_(var.detach().squeeze(0), self.momentum)
+            with torch.no_grad():  # r + m (x - r), i.e. lerp, written with ops vmap batches
+                self.running_mean.add_(mean.detach().squeeze(0) - self.running_mean, alpha=self.momentum)
+                self.running_var.add_(var.detach().squeeze(0) - self.running_var, alpha=self.momentum)
         return class_standardize(h, mean, var, eps=self.eps, mode=self.mode)
 
     def extra_repr(self) -> str:

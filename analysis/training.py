@@ -14,21 +14,26 @@ Data never leaves the device: a seeded permutation of the ``trainval`` rows is d
 the CPU once per epoch and batches are slices of device tensors, so the loop runs no
 collation and synchronizes with the device once per epoch (for the epoch loss).  On the
 CPU the run is deterministic for a given seed.
+
+The loop itself is :func:`analysis.recipe_loop.fit`, shared with the many-seeds trainer
+(:mod:`analysis.seed_ensemble`).  On CUDA (``fast_path="auto"``) it captures a whole epoch
+in a CUDA graph and replays it, which removes the per-step launch and Python overhead
+that dominates this tiny model; the plain loop runs on the CPU and whenever an
+``on_step`` callback is given.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from analysis.data import ZSLData
 from analysis.model import AttributeEmbedderModel, ClassifierConfig, EmbedderConfig, LinearClassifier
 from analysis.normalization import ATTRIBUTE_NORMS, normalize_attributes
+from analysis.recipe_loop import FAST_PATHS, fit
 
 __all__ = ["History", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
 
@@ -49,6 +54,7 @@ class TrainConfig:
     attribute_norm: str = "l2_sqrt"  # analysis.normalization.ATTRIBUTE_NORMS
     device: str = "auto"  # "auto" picks CUDA when present
     fused_optimizer: bool = True  # Adam's fused kernel: same update, ~2.5x faster step on CPU
+    fast_path: str = "auto"  # "auto": whole epochs as CUDA graphs on CUDA, plain loop on CPU
     progress: bool = True  # tqdm bar over epochs
 
     def __post_init__(self) -> None:
@@ -62,6 +68,8 @@ class TrainConfig:
             )
         if self.attribute_norm not in ATTRIBUTE_NORMS:
             raise ValueError(f"unknown attribute_norm {self.attribute_norm!r}; choose one of {ATTRIBUTE_NORMS}")
+        if self.fast_path not in FAST_PATHS:
+            raise ValueError(f"unknown fast_path {self.fast_path!r}; choose one of {FAST_PATHS}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}; choose one of {DEVICES} or 'cuda:N'")
 
@@ -75,6 +83,7 @@ class History:
     seconds: float = 0.0  # wall time of the whole loop, device synchronized
     device: str = "cpu"
     steps: int = 0
+    path: str = "plain"  # "plain" loop or "graph" (whole epochs replayed as CUDA graphs)
 
 
 @dataclass(frozen=True)
@@ -144,34 +153,18 @@ def train(
     targets = seen_targets(data)  # [n]
     n = features.shape[0]
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                 fused=config.fused_optimizer)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_epochs, config.lr_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
-    history = History(device=str(device))
 
-    _synchronize(device)
-    start = time.perf_counter()
-    for epoch in tqdm(range(config.epochs), desc="train", unit="epoch", disable=not config.progress):
-        epoch_start = time.perf_counter()
-        order = torch.randperm(n, generator=shuffle).to(device)
-        total = torch.zeros((), device=device)
-        for batch in order.split(config.batch_size):
-            x, y = features[batch], targets[batch]
-            loss = nn.functional.cross_entropy(model(x, attributes), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * y.numel()
-            if on_step is not None:
-                on_step(StepInfo(history.steps, epoch, loss.detach(), model, x, y, attributes))
-            history.steps += 1
-        schedule.step()
-        history.loss.append(float(total) / n)  # one device synchronization per epoch
-        history.epoch_seconds.append(time.perf_counter() - epoch_start)
-    _synchronize(device)
-    history.seconds = time.perf_counter() - start
-    return history
+    def step_loss(rows: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(model(features[rows], attributes), targets[rows])
+
+    def callback(step: int, epoch: int, loss: Tensor, rows: Tensor) -> None:
+        on_step(StepInfo(step, epoch, loss, model, features[rows], targets[rows], attributes))
+
+    log = fit(model.parameters(), step_loss, lambda: torch.randperm(n, generator=shuffle), n, config, device,
+              on_step=None if on_step is None else callback)
+    return History(loss=[float(x) for x in log.loss], epoch_seconds=log.epoch_seconds, seconds=log.seconds,
+                   device=str(device), steps=log.steps, path=log.path)
 
 
 def train_model(
@@ -183,8 +176,3 @@ def train_model(
     """Build the model of ``config`` with ``train_config.seed`` and :func:`train` it."""
     model = build_model(config, train_config.seed)
     return model, train(model, data, train_config, **kwargs)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

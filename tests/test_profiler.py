@@ -118,7 +118,10 @@ def test_class_standardization_output(k, d, seed):
     train_profile = profile_layers(model, a)
     _assert_stats(train_profile["0"], _oracle(h), rel=1e-6)
     assert train_profile["1"].class_variance == pytest.approx(float((v / (v + eps)).mean()), rel=1e-5)
-    assert abs(train_profile["1"].mean) < 1e-6
+    # float32 rounding of (h - mu) / sigma is about eps32 |h| / sigma per entry: a column
+    # with a large mean and a small spread has a visibly nonzero mean after S
+    rounding = torch.finfo(torch.float32).eps * float((h.abs().amax(0) / (v + eps).sqrt()).max())
+    assert abs(train_profile["1"].mean) <= 8 * rounding
     # eval mode: running statistics (0, 1) -> S(h) = h / sqrt(1 + eps)
     eval_profile = profile_layers(model, a, mode="eval")
     assert eval_profile["1"].class_variance == pytest.approx(float(v.mean()) / (1 + eps), rel=1e-5, abs=1e-12)
