@@ -1,7 +1,7 @@
 """The ``cnzsl`` command line: a thin argparse layer over the typed run functions.
 
     cnzsl train --dataset AWA1 [--data-root ROOT] [--synthetic-features] --preset cn
-                --epochs 50 --seed 1 --device auto --out DIR
+                --epochs 50 [--seed 1 | --seeds 1,2,3] --device auto --out DIR
     cnzsl czsl --dataset CUB [--data-root ROOT] --method {sequential,ewc,mas,agem,multitask,all}
                [--no-cn | --both-cn] --seeds 1,2,3 --out DIR
 
@@ -64,7 +64,10 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="Adam L2 penalty")
     p.add_argument("--attribute-norm", default=_DEFAULTS.attribute_norm, choices=ATTRIBUTE_NORMS,
                    help="attributes normalization")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the initial weights and shuffles")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the initial weights and shuffles")
+    seed.add_argument("--seeds", default=None,
+                      help="comma-separated seeds trained at once as one vectorized model; prints mean ± std")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--seen-logit-scale", type=float, default=None,
                    help="GZSL calibration factor on seen logits (default: 0.95; 1.0 on CUB)")
@@ -84,18 +87,23 @@ def _train(args: argparse.Namespace) -> int:
                           weight_decay=args.weight_decay, seed=args.seed,
                           attribute_norm=args.attribute_norm, device=args.device,
                           progress=not args.no_progress),
-        seen_logit_scale=args.seen_logit_scale, save_model=not args.no_save_model,
-        overwrite=args.overwrite,
+        seen_logit_scale=args.seen_logit_scale,
+        seeds=None if args.seeds is None else _int_list(args.seeds, "--seeds"),
+        save_model=not args.no_save_model, overwrite=args.overwrite,
     )
     r = run_train(run)
-    rows = [("ZSL-U", r["zsl_unseen"]), ("GZSL-U", r["gzsl_unseen"]), ("GZSL-S", r["gzsl_seen"]),
-            ("GZSL-H", r["gzsl_harmonic"]), ("AUSUC", r["ausuc"])]
-    print(f"{r['dataset']} ({r['data_source']}) · preset {r['preset']} · {r['epochs']} epochs · {r['device']}")
-    for name, value in rows:
-        print(f"  {name:<11}{value:6.1f} %")
-    print(f"  {'train time':<11}{r['train_seconds']:6.1f} s")
-    print(f"wrote {run.out}/results.json, config.json, environment.json"
-          + (", model.pt" if run.save_model else "") + ", loss.png")
+    names = {"zsl_unseen": "ZSL-U", "gzsl_unseen": "GZSL-U", "gzsl_seen": "GZSL-S", "gzsl_harmonic": "GZSL-H",
+             "ausuc": "AUSUC"}
+    seeds = f" · seeds {','.join(map(str, r['seeds']))} (mean ± std)" if "seeds" in r else ""
+    print(f"{r['dataset']} ({r['data_source']}) · preset {r['preset']} · {r['epochs']} epochs · {r['device']}"
+          f"{seeds}")
+    for key, name in names.items():
+        spread = f" ± {r['std'][key]:4.1f}" if "std" in r else ""
+        print(f"  {name:<11}{r[key]:6.1f}{spread} %")
+    print(f"  {'train time':<11}{r['train_seconds']:6.1f} s" + (f" (all {len(r['seeds'])} seeds at once)" if seeds else ""))
+    models = ", model.pt" if run.seeds is None else f", model-seed<S>.pt x {len(run.seeds)}"
+    print(f"wrote {run.out}/results.json, config.json, environment.json" + (models if run.save_model else "")
+          + ", loss.png")
     return 0
 
 

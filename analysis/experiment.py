@@ -10,6 +10,12 @@ it) and writes into ``run.out``:
     model.pt          the trained model (analysis.checkpoint), unless save_model=False
     loss.png          the training loss per epoch
 
+With several ``seeds`` the members are trained at once as one vectorized model
+(:func:`analysis.seed_ensemble.train_seeds`, equal to separate runs); ``results.json`` then
+holds every metric's mean and standard deviation over the seeds (``std`` with ``ddof=1``;
+0 for one seed) beside the per-seed rows, each model is saved as ``model-seed<S>.pt`` and
+``loss.png`` has one line per seed.
+
 Nothing a user had is overwritten: if any of these files exists in ``out`` the run stops
 before doing any work, unless ``overwrite=True``.  Every file is written atomically.
 """
@@ -20,16 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from analysis.checkpoint import save_checkpoint
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.evaluation import evaluate
 from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
 from analysis.model import PRESETS, preset_config
+from analysis.seed_ensemble import train_seeds
 from analysis.training import History, TrainConfig, resolve_device, train_model
 
-__all__ = ["OUTPUT_FILES", "TrainRun", "run_train"]
+__all__ = ["METRICS", "OUTPUT_FILES", "TrainRun", "mean_std", "run_train"]
 
 OUTPUT_FILES = ("results.json", "config.json", "environment.json", "model.pt", "loss.png")
+METRICS = ("zsl_unseen", "gzsl_unseen", "gzsl_seen", "gzsl_harmonic", "ausuc")  # percent
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class TrainRun:
     standardization_mode: str = "correct"  # or "notebook": the authors' var + eps quirk
     train: TrainConfig = field(default_factory=TrainConfig)
     seen_logit_scale: float | None = None  # None: 0.95 (1.0 on CUB), as the authors
+    seeds: tuple[int, ...] | None = None  # several seeds at once (train.seed is then unused)
     save_model: bool = True
     overwrite: bool = False
 
@@ -55,18 +66,39 @@ class TrainRun:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.seen_logit_scale is not None and not self.seen_logit_scale > 0:
             raise ValueError(f"seen_logit_scale must be positive, got {self.seen_logit_scale}")
+        if self.seeds is not None:
+            seeds = tuple(int(x) for x in self.seeds)
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds must be distinct integers, at least one, got {list(seeds)}")
+            object.__setattr__(self, "seeds", seeds)
+
+    @property
+    def output_files(self) -> tuple[str, ...]:
+        if self.seeds is None:
+            return OUTPUT_FILES
+        models = tuple(f"model-seed{s}.pt" for s in self.seeds)
+        return tuple(f for f in OUTPUT_FILES if f != "model.pt") + models
 
 
-def _loss_figure(history: History, title: str):
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0 for a single value)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def _loss_figure(histories: list[History], seeds: list[int], title: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2), constrained_layout=True)
-    epochs = range(1, len(history.loss) + 1)
-    ax.plot(epochs, history.loss, marker="o", markersize=3)
+    for seed, history in zip(seeds, histories):
+        epochs = range(1, len(history.loss) + 1)
+        ax.plot(epochs, history.loss, marker="o", markersize=3, label=f"seed {seed}")
     ax.set(xlabel="epoch", ylabel="training cross-entropy (nats)", title=title)
+    if len(seeds) > 1:
+        ax.legend()
     ax.grid(alpha=0.3)
     return fig
 
@@ -81,31 +113,48 @@ def run_train(run: TrainRun) -> dict[str, Any]:
         FileExistsError: outputs exist in ``run.out`` and ``overwrite`` is False.
         DataError, ValueError: bad data or options (the message names the fix).
     """
-    refuse_to_overwrite(run.out, OUTPUT_FILES, run.overwrite)
+    refuse_to_overwrite(run.out, run.output_files, run.overwrite)
     device = resolve_device(run.train.device)
     data = load_dataset(run.dataset, data_root=run.data_root,
                         synthetic_features=run.synthetic_features, seed=run.data_seed)
     config = preset_config(run.preset, data.attribute_dim, data.feature_dim,
                            standardization_mode=run.standardization_mode)
-    model, history = train_model(config, data, run.train)
-    scores = evaluate(model, data, attribute_norm=run.train.attribute_norm,
-                      seen_logit_scale=run.seen_logit_scale)
-    results = {
-        **scores.percent(),
-        "train_seconds": history.seconds,
-        "epochs": len(history.loss),
-        "loss": history.loss,
-        "epoch_seconds": history.epoch_seconds,
+    seeds = list(run.seeds) if run.seeds is not None else [run.train.seed]
+    if run.seeds is None:
+        model, history = train_model(config, data, run.train)
+        models, histories = [model], [history]
+    else:
+        models, histories = train_seeds(config, data, run.train, seeds)
+    scores = [evaluate(m, data, attribute_norm=run.train.attribute_norm,
+                       seen_logit_scale=run.seen_logit_scale).percent() for m in models]
+    common = {
+        "train_seconds": histories[0].seconds,
+        "epochs": len(histories[0].loss),
         "dataset": data.name,
         "data_source": data.source,
         "preset": run.preset,
         "device": str(device),
+        "fast_path": histories[0].path,
     }
+    if run.seeds is None:
+        results = {**scores[0], **common, "loss": histories[0].loss, "epoch_seconds": histories[0].epoch_seconds}
+    else:
+        results = {
+            **{k: mean_std([s[k] for s in scores])[0] for k in METRICS},
+            "std": {k: mean_std([s[k] for s in scores])[1] for k in METRICS},
+            **common,
+            "seeds": seeds,
+            "per_seed": [{"seed": seed, **score, "loss": h.loss} for seed, score, h in zip(seeds, scores, histories)],
+            "epoch_seconds": histories[0].epoch_seconds,
+        }
     write_json(run.out / "config.json", {"run": run, "model": config, "data": data.summary()})
     write_json(run.out / "environment.json", environment_info(device))
     if run.save_model:
-        save_checkpoint(run.out / "model.pt", model,
-                        {"run": run, "data": data.summary(), "results": results})
-    write_png(run.out / "loss.png", _loss_figure(history, f"{data.name} ({data.source}), preset {run.preset}"))
+        for seed, model, score in zip(seeds, models, scores):
+            name = "model.pt" if run.seeds is None else f"model-seed{seed}.pt"
+            save_checkpoint(run.out / name, model,
+                            {"run": run, "seed": seed, "data": data.summary(), "results": {**score, **common}})
+    write_png(run.out / "loss.png", _loss_figure(histories, seeds,
+                                                 f"{data.name} ({data.source}), preset {run.preset}"))
     write_json(run.out / "results.json", results)  # last: its presence marks a finished run
     return results

@@ -104,3 +104,34 @@ def test_console_script_help_documents_every_option():
     for option in ("--dataset", "--data-root", "--synthetic-features", "--preset", "--epochs", "--seed",
                    "--device", "--out", "--overwrite", "--standardization-mode", "--seen-logit-scale"):
         assert option in out
+
+
+def test_train_with_several_seeds_reports_mean_and_std_and_saves_each_model(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    rc = main(["train", "--dataset", "APY", "--epochs", "1", "--seeds", "2,5", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [2, 5] and [r["seed"] for r in results["per_seed"]] == [2, 5]
+    for key in KEYS[:4]:
+        values = [r[key] for r in results["per_seed"]]
+        assert results[key] == pytest.approx(sum(values) / 2, abs=1e-12)
+        assert results["std"][key] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-12)
+    assert f"ZSL-U      {results['zsl_unseen']:6.1f} ± {results['std']['zsl_unseen']:4.1f} %" in printed
+    assert "seeds 2,5 (mean ± std)" in printed
+    for row in results["per_seed"]:  # each saved member reproduces its own row
+        model, meta = load_checkpoint(out / f"model-seed{row['seed']}.pt")
+        assert meta["seed"] == row["seed"]
+        scores = evaluate(model, load_dataset("APY", seed=0)).percent()
+        assert scores["zsl_unseen"] == pytest.approx(row["zsl_unseen"], abs=1e-9)
+    assert not (out / "model.pt").exists()
+
+
+def test_bad_seed_lists_are_refused(tmp_path, capsys):
+    assert main(["train", "--dataset", "APY", "--seeds", "1,1", "--out", str(tmp_path)]) == 2
+    assert "seeds must be distinct integers, at least one, got [1, 1]" in capsys.readouterr().err
+    assert main(["train", "--dataset", "APY", "--seeds", "1,x", "--out", str(tmp_path)]) == 2
+    assert "--seeds must be comma-separated integers, got '1,x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--seed", "1", "--seeds", "1,2", "--out", str(tmp_path)])
+    assert "not allowed with argument --seed" in capsys.readouterr().err
