@@ -65,7 +65,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--attribute-norm", default=_DEFAULTS.attribute_norm, choices=ATTRIBUTE_NORMS,
                    help="attributes normalization")
     seed = p.add_mutually_exclusive_group()
-    seed.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the initial weights and shuffles")
+    # default None, not 1: argparse only detects "--seed 1 --seeds ..." when the value is not the default
+    seed.add_argument("--seed", type=int, default=None,
+                      help=f"seed of the initial weights and shuffles (default: {_DEFAULTS.seed})")
     seed.add_argument("--seeds", default=None,
                       help="comma-separated seeds trained at once as one vectorized model; prints mean ± std")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -84,7 +86,8 @@ def _train(args: argparse.Namespace) -> int:
         synthetic_features=args.synthetic_features, data_seed=args.data_seed, preset=args.preset,
         standardization_mode=args.standardization_mode,
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, seed=args.seed,
+                          weight_decay=args.weight_decay,
+                          seed=_DEFAULTS.seed if args.seed is None else args.seed,
                           attribute_norm=args.attribute_norm, device=args.device,
                           progress=not args.no_progress),
         seen_logit_scale=args.seen_logit_scale,
