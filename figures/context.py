@@ -7,6 +7,7 @@ A figure module ``figures/<name>.py`` defines
     PAPER: str                                 # what it reproduces: "Figure 1", "Table 3", ...
     compute(ctx: FigureContext) -> Path        # writes ctx.cache_path(NAME, suffix) and returns it
     plot(ctx: FigureContext) -> list[Path]     # reads only that cache; writes NAME.png and NAME.pdf
+    EXTRA_OUTPUTS: tuple[str, ...]             # optional: other files plot() writes (NAME.md, ...)
 
 ``compute`` stores, beside its numbers, ``ctx.provenance()`` (settings, the data each
 panel used and whether it is real or synthetic, the environment); ``plot`` reads the cache

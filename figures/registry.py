@@ -47,7 +47,7 @@ def select_figures(only: Sequence[str] = ()) -> tuple[str, ...]:
 
 def _outputs(ctx: FigureContext, name: str, plot_only: bool) -> list[str]:
     png, pdf = ctx.figure_paths(name)
-    files = [png.name, pdf.name]
+    files = [png.name, pdf.name, *getattr(figure_module(name), "EXTRA_OUTPUTS", ())]
     return files if plot_only else files + [str(ctx.cache_path(name).relative_to(ctx.out))]
 
 
