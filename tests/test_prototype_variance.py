@@ -15,7 +15,16 @@ from analysis.class_standardization import frozen_class_statistics
 from analysis.init import weight_variance
 from analysis.model import AttributeEmbedderModel, EmbedderConfig
 from variance.batched_embedder import batched_embedder_forward, draw_embedder, iter_draws
-from variance.prototype_variance import check_v2, check_v3, check_v4, measure_prototype_moments
+from variance.estimate import check
+from variance.prototype_variance import (
+    check_v2,
+    check_v3,
+    check_v4,
+    final_layer_variances,
+    measure_prototype_moments,
+    predicted_hidden_norm_sq,
+    predicted_prototype_variance,
+)
 
 K_SIGMA = 4.5
 
@@ -123,6 +132,31 @@ def test_v3_deep_embedders_without_cn_depart_from_the_linear_value():
         rows = check_v3(cfg, att, num_inits=200, generator=g)
         assert rows[0].predicted == pytest.approx(1 / 32, rel=1e-6)  # the linear embedder's value
         assert not rows[0].passed and abs(rows[0].z) > 10
+
+
+@pytest.mark.parametrize(("widths", "scheme"), [((64,), "pytorch"), ((48, 64, 32), "pytorch"), ((40, 40), "xavier")])
+def test_no_cn_hidden_norm_follows_the_exact_relu_recursion(widths, scheme):
+    g = _gen(5)
+    att = _attributes("correlated", 20, 16, g).float()
+    cfg = EmbedderConfig(16, 32, hidden_dims=widths, cn_layers=(), hidden_init=scheme, final_init="eq10", bias=False)
+    n_a = float(att.double().pow(2).sum(dim=1).mean())
+    n_h = predicted_hidden_norm_sq(cfg, n_a)
+    moments = measure_prototype_moments(cfg, att, num_inits=400, generator=g)
+    assert check("V3", "n_h", n_h, moments.input_norm_sq, k=K_SIGMA).passed, (n_h, moments.input_norm_sq)
+    s_v2, _ = final_layer_variances(cfg)
+    assert check("V3", "P", predicted_prototype_variance(s_v2, n_h), moments.prototype, k=K_SIGMA).passed
+    if scheme == "pytorch" and len(set(widths)) == 1:  # equal widths: a factor 1/6 per layer
+        assert n_h == pytest.approx(n_a * widths[0] / 16 / 6 ** len(widths), rel=1e-12)
+
+
+def test_hidden_norm_recursion_refuses_biases_and_cn():
+    assert predicted_hidden_norm_sq(EmbedderConfig(4, 6, hidden_dims=(), cn_layers=(), bias=False), 2.5) == 2.5
+    with pytest.raises(ValueError, match="needs a bias-free embedder without CN"):
+        predicted_hidden_norm_sq(EmbedderConfig(4, 6, hidden_dims=(3,), cn_layers=(), bias=True), 1.0)
+    with pytest.raises(ValueError, match="needs a bias-free embedder without CN"):
+        predicted_hidden_norm_sq(EmbedderConfig(4, 6, hidden_dims=(3,), bias=False), 1.0)
+    with pytest.raises(ValueError, match="attribute_norm_sq must be >= 0"):
+        predicted_hidden_norm_sq(EmbedderConfig(4, 6, hidden_dims=(3,), cn_layers=(), bias=False), -1.0)
 
 
 def test_v4_with_biases_includes_the_bias_variance():

@@ -27,6 +27,7 @@ from variance.prototype_variance import (
     check_v4,
     final_layer_variances,
     measure_prototype_moments,
+    predicted_hidden_norm_sq,
     predicted_prototype_variance,
     predicted_raw_logit_variance,
 )
@@ -46,7 +47,7 @@ __all__ = [
     "estimate_cosine_variance", "estimate_cosine_variance_of", "estimate_logit_variance",
     "exact_isotropic_cosine_variance", "final_layer_variances", "format_attribute_table",
     "format_variance_table", "iter_draws", "mean_estimate", "measure_prototype_moments",
-    "predicted_cosine_variance", "predicted_gradient_norm_sq", "predicted_logit_variance",
+    "predicted_cosine_variance", "predicted_gradient_norm_sq", "predicted_hidden_norm_sq", "predicted_logit_variance",
     "predicted_prototype_variance", "predicted_raw_logit_variance", "predicted_standardization_gradient", "profile_at_init",
     "profile_layers", "unit_variance_gamma", "variance_estimate", "variance_report",
 ]

@@ -24,6 +24,9 @@ with ``n_h = E[(1/K) sum_c ||h_c||^2]`` and ``m_z = (1/B) sum_b ||z_b||^2``.
   init and the distribution of attributes across classes.  The row reports as its
   "prediction" the value the tricks guarantee for the linear embedder (same last-layer
   init scheme, fed the attributes: ``1/d_z`` with AN and Eq. (10)); its failure is the claim.
+  For bias-free ReLU layers the drift itself is exact (:func:`predicted_hidden_norm_sq`):
+  each layer multiplies ``n_h`` by ``d_l s_l^2 / 2``, i.e. by ``1/6`` with PyTorch's
+  default init between equal widths, so ``P = 6^{-L} / d_z`` after ``L`` layers.
 - **V4** (CN preserves variance): when class standardization directly precedes ``V``,
   every input coordinate has zero mean and unit second moment over classes, so
   ``n_h = d_L`` exactly for ``eps = 0`` (with ``eps > 0``: ``n_h = sum_j v_j/(v_j + eps)``,
@@ -56,6 +59,7 @@ __all__ = [
     "check_v4",
     "final_layer_variances",
     "measure_prototype_moments",
+    "predicted_hidden_norm_sq",
     "predicted_raw_logit_variance",
     "predicted_prototype_variance",
 ]
@@ -66,6 +70,47 @@ def final_layer_variances(config: EmbedderConfig) -> tuple[float, float]:
     fan_in = config.hidden_dims[-1] if config.hidden_dims else config.attribute_dim
     s_v2 = weight_variance(config.final_init, fan_in, config.feature_dim)
     return s_v2, (1.0 / (3.0 * fan_in) if config.bias else 0.0)
+
+
+def predicted_hidden_norm_sq(config: EmbedderConfig, attribute_norm_sq: float) -> float:
+    """``n_h = E[(1/K) sum_c ||h_c||^2]`` at the input of V for a bias-free embedder without CN.
+
+    Each hidden layer is ``h_l = relu(W_l h_{l-1})`` with ``W_l`` [d_l, d_{l-1}] i.i.d.
+    symmetric of variance ``s_l^2`` (``weight_variance(config.hidden_init, d_{l-1}, d_l)``),
+    independent of ``h_{l-1}``.  Given ``h_{l-1}``, the pre-activation ``x = W_l h_{l-1}`` is
+    symmetric (``W_l -> -W_l``), so ``E[relu(x_j)^2 | h] = E[x_j^2 | h] / 2 = s_l^2 ||h||^2 / 2``
+    and, summing the ``d_l`` coordinates and taking expectations,
+
+        n_l = d_l s_l^2 n_{l-1} / 2,     n_0 = attribute_norm_sq = (1/K) sum_c ||a_c||^2,
+
+    exactly, whatever the attributes (V3: the scale drifts geometrically with depth).
+    With PyTorch's default ``s_l^2 = 1/(3 d_{l-1})`` each layer multiplies ``n_h / d_l``
+    by ``1/6``.
+
+    Args:
+        config: a bias-free embedder without class standardization.
+        attribute_norm_sq: ``(1/K) sum_c ||a_c||^2`` of the (normalized) attributes fed in.
+
+    Raises:
+        ValueError: ``config`` has biases or CN layers (the recursion needs symmetric,
+            un-standardized pre-activations), or ``attribute_norm_sq`` is negative.
+
+    Example: with ``l2_sqrt`` attributes (``n_0 = d_a``), ``hidden_init="pytorch"`` and
+    Eq. (10), ``predicted_prototype_variance(s_V^2, predicted_hidden_norm_sq(config, d_a))``
+    is ``6^{-L} / d_z`` for ``L`` hidden layers.
+    """
+    if config.bias or (config.hidden_dims and config.cn_layers):
+        raise ValueError(
+            f"predicted_hidden_norm_sq needs a bias-free embedder without CN (bias=False, cn_layers=()), "
+            f"got bias={config.bias}, cn_layers={config.cn_layers}"
+        )
+    if not attribute_norm_sq >= 0:
+        raise ValueError(f"attribute_norm_sq must be >= 0 (a mean squared norm), got {attribute_norm_sq!r}")
+    n_h = float(attribute_norm_sq)
+    widths = (config.attribute_dim, *config.hidden_dims)
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        n_h *= fan_out * weight_variance(config.hidden_init, fan_in, fan_out) / 2.0  # ReLU keeps half
+    return n_h
 
 
 def predicted_prototype_variance(s_v2: float, input_norm_sq: float, s_b2: float = 0.0) -> float:
