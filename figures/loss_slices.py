@@ -1,0 +1,178 @@
+"""2-D loss slices of the three trained models (PAPER.md section 3): "ZSL models have a
+more irregular loss surface than traditional classifiers, and CN partially remedies this",
+seen through the plots of Li et al. (2018).
+
+For each trained model (:mod:`figures._landscape_models`: classifier, ZSL MLP without
+and with CN, the first seed of ``ctx.seeds``), at its final parameters ``theta*``:
+
+    f(alpha, beta) = L(theta* + alpha d1 + beta d2)
+
+with ``L`` the mean cross-entropy (nats) over a class-stratified subset of the training
+samples (CN layers normalize with the statistics of the seen classes, as in training)
+and ``d1, d2`` two Gaussian directions rescaled filter by filter (each weight row ``i``
+gets ``||d_i|| = ||theta*_i||``; biases get 0), drawn from
+``Generator().manual_seed(seed + 2)`` (:func:`landscape.slices.filter_normalized_direction`).
+``alpha = 1`` moves every filter by its own norm, so the coordinates are dimensionless and
+comparable across models.  Each point is evaluated from ``theta*``
+(:func:`landscape.slices.loss_slice_2d`); the grid is symmetric with 0 on it, so
+``f(0, 0) = L(theta*)`` exactly.
+
+Cache ``data/loss_slices.json``: ``alphas`` [A], ``betas`` [B] and, per model,
+``losses`` [A, B] (``losses[i][j]`` at ``(alphas[i], betas[j])``) and ``origin_loss``.
+The figure draws ``log10 f`` on one colour scale shared by the three panels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.ticker import FixedLocator, FuncFormatter
+
+from analysis.io import write_json
+from figures import _landscape_models as shared
+from figures.context import FigureContext, read_cache
+from figures.style import add_caption, color, label, new_figure, save_figure
+from landscape.objective import Objective
+from landscape.slices import filter_normalized_direction, loss_slice_2d
+
+__all__ = ["FAST", "FULL", "NAME", "PAPER", "TITLE", "SliceBudget", "compute", "plot", "slice_grid"]
+
+NAME = "loss_slices"
+TITLE = "2-D loss slices along filter-normalized directions of the three trained models"
+PAPER = "§3 loss slices"
+DIRECTION_SEED_OFFSET = 2  # directions from Generator().manual_seed(seed + 2)
+
+
+@dataclass(frozen=True)
+class SliceBudget:
+    """Grid and data of the slices."""
+
+    points: int = 21  # grid points per axis (odd: 0 is on the grid)
+    range: float = 1.0  # alpha, beta in [-range, range]
+    samples: int = 2048  # training samples the loss is averaged over
+
+    def __post_init__(self) -> None:
+        if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 3 or self.points % 2 == 0:
+            raise ValueError(f"SliceBudget.points must be an odd integer >= 3 (so that 0 is on the grid), "
+                             f"got {self.points!r}")
+        if not (isinstance(self.range, (int, float)) and self.range > 0):
+            raise ValueError(f"SliceBudget.range must be positive, got {self.range!r}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"SliceBudget.samples must be a positive integer, got {self.samples!r}")
+
+
+FULL = SliceBudget()
+FAST = SliceBudget(points=11, samples=512)
+
+
+def slice_grid(points: int, half_range: float) -> torch.Tensor:
+    """``[points]`` float64 coordinates ``k * half_range / h``, ``k = -h..h``, ``h = (points - 1) / 2``:
+    symmetric, with exactly 0 in the middle."""
+    h = (points - 1) // 2
+    return torch.arange(-h, h + 1, dtype=torch.float64) * (half_range / h)
+
+
+def compute(ctx: FigureContext) -> Path:
+    """Slice each trained model (first seed) and cache the grids.
+
+    Returns:
+        ``ctx.cache_path("loss_slices")``.
+    """
+    budget = shared.resolve_budget(ctx, NAME, FULL, FAST)
+    training = shared.training_budget(ctx)
+    data = shared.landscape_data(ctx, training)
+    seed = ctx.seeds[0]
+    run = shared.trained_models(ctx, seed, budget=training, data=data)
+    device = next(run.models["classifier"].parameters()).device
+    batches = shared.evaluation_batches(data, budget.samples, device=device)
+    grid = slice_grid(budget.points, budget.range)
+    models = {}
+    for name, model in run.models.items():
+        objective = Objective(model)
+        directions = torch.Generator().manual_seed(seed + DIRECTION_SEED_OFFSET)
+        d1 = filter_normalized_direction(objective, generator=directions)
+        d2 = filter_normalized_direction(objective, generator=directions)
+        result = loss_slice_2d(objective, batches, d1, d2, grid, grid)
+        losses = result.losses.double()
+        center = budget.points // 2
+        models[name] = {"label": label(name), "losses": losses.tolist(),
+                        "origin_loss": float(losses[center, center]),
+                        "min_loss": float(losses.min()), "max_loss": float(losses.max())}
+    payload = {
+        "figure": NAME,
+        "dataset": {"name": data.choice.name, "source": data.choice.source, "describe": data.describe()},
+        "seed": seed,
+        "samples": sum(b.size for b in batches),
+        "alphas": grid.tolist(), "betas": grid.tolist(),
+        "models": models,
+        "provenance": ctx.provenance([data.choice], training=asdict(training), figure=asdict(budget), seed=seed),
+    }
+    return write_json(ctx.cache_path(NAME), payload)
+
+
+def _nice_ticks(lo: float, hi: float, most: int = 6) -> np.ndarray:
+    """Round loss values inside [lo, hi] for the colour bar: the finest of the ladders
+    m x 10^k (m in {1, 1.5, 2, 3, 4, 5, 6, 8}, then {1, 2, 5}, {1, 3}, {1}) that gives at most
+    ``most`` ticks; the two ends when none gives two."""
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for mantissas in ((1, 1.5, 2, 3, 4, 5, 6, 8), (1, 2, 5), (1, 3), (1,)):
+        ticks = np.array([m * 10.0**k for k in decades for m in mantissas])
+        ticks = ticks[(ticks >= lo) & (ticks <= hi)]
+        if len(ticks) <= most:
+            break
+    if len(ticks) > most:
+        ticks = ticks[:: int(np.ceil(len(ticks) / most))]
+    if len(ticks) < 2:
+        ticks = np.array([lo, hi])
+    return ticks
+
+
+def plot(ctx: FigureContext) -> list[Path]:
+    """One filled-contour panel of ``log10 f(alpha, beta)`` per model, a shared colour bar
+    labelled in nats (ticks at 1-2-5 loss values), the origin ``theta*`` starred.
+
+    Raises:
+        FileNotFoundError: the cache is missing ("compute it first").
+    """
+    cache = read_cache(ctx, NAME)
+    alphas, betas = np.asarray(cache["alphas"]), np.asarray(cache["betas"])
+    logs = {name: np.log10(np.asarray(m["losses"], dtype=float)) for name, m in cache["models"].items()}
+    lo = min(float(v.min()) for v in logs.values())
+    hi = max(float(v.max()) for v in logs.values())
+    if hi - lo < 1e-9:
+        hi = lo + 1e-3  # a flat slice still gets a colour scale
+    levels = np.linspace(lo, hi, 25)
+    fig, axes = new_figure(1, len(logs), panel_width=2.9, panel_height=2.9, sharey=True)
+    filled = None
+    for ax, (name, z) in zip(axes[0], logs.items()):
+        # contourf wants rows along y (beta) and columns along x (alpha): z[i, j] is at (alpha_i, beta_j)
+        filled = ax.contourf(alphas, betas, z.T, levels=levels, cmap="viridis")
+        ax.contour(alphas, betas, z.T, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6,
+                   linestyles="solid")  # negative log10 levels would be dashed by default
+        ax.plot(0.0, 0.0, marker="*", markersize=11, color="white", markeredgecolor="black",
+                markeredgewidth=0.6, linestyle="none")
+        ax.set_aspect("equal")
+        ax.grid(False)
+        ax.set_title(f"{label(name)}\nL(θ*) = {cache['models'][name]['origin_loss']:.3g} nats",
+                     color=color(name) if name != "classifier" else "0.25")
+        ax.set_xlabel("α, direction 1 (dimensionless)")
+    axes[0, 0].set_ylabel("β, direction 2 (dimensionless)")
+    ticks = _nice_ticks(10**lo, 10**hi)
+    bar = fig.colorbar(filled, ax=axes[0, :], shrink=0.9, pad=0.02)
+    bar.set_label("loss f(α, β) (nats, log scale)")
+    bar.locator = FixedLocator(np.log10(ticks))
+    bar.formatter = FuncFormatter(lambda x, _: f"{10**x:.3g}")
+    bar.update_ticks()
+    settings = cache["provenance"]["settings"]
+    add_caption(fig, f"{cache['dataset']['describe']}; {_epochs(settings)}, seed {cache['seed']}; "
+                     f"loss on {cache['samples']} training samples,\n"
+                     f"{len(alphas)}×{len(betas)} grid, filter-normalized directions (Li et al. 2018); ★ = θ*")
+    return save_figure(fig, ctx.out, NAME)
+
+
+def _epochs(settings: dict) -> str:
+    epochs = settings["training"]["epochs"]
+    return f"{epochs} epoch{'s' if epochs != 1 else ''}"
