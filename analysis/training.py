@@ -103,6 +103,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device) not in DEVICES and not str(device).startswith("cuda:"):
+        raise ValueError(f"unknown device {str(device)!r}; choose one of {DEVICES} or 'cuda:N'")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use --device cpu or auto")

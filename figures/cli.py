@@ -23,9 +23,10 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def _figures(args: argparse.Namespace) -> int:
     if args.list:
-        for name in FIGURE_NAMES:
-            module = figure_module(name)
-            print(f"{name:<22}{module.PAPER:<16}{module.TITLE}")
+        modules = [figure_module(name) for name in FIGURE_NAMES]
+        width = max(len(m.PAPER) for m in modules) + 2
+        for name, module in zip(FIGURE_NAMES, modules):
+            print(f"{name:<22}{module.PAPER:<{width}}{module.TITLE}")
         return 0
     if args.out is None:
         raise ValueError("--out is required (the folder for the PNG/PDF figures and their data)")

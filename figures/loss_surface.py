@@ -14,8 +14,8 @@ normalize with the statistics of the seen classes, no weight-decay term):
     effective beta    max_eta ||g_t - grad L(theta_t - eta g_t)|| / ||eta g_t||
                       (Santurkar et al. 2018), eta = lr x {0.5, 1, 2, 4, 8}
 
-(:class:`landscape.comparison.TrajectoryProbe`).  Parameters are dimensionless, so all
-three are in nats.  A smoother surface has a smaller gradient norm, top eigenvalue and
+(:class:`landscape.comparison.TrajectoryProbe`).  Their units are nats per unit of
+``theta`` (per unit squared for the eigenvalue and beta); parameters are dimensionless.  A smoother surface has a smaller gradient norm, top eigenvalue and
 effective beta.  The full budget averages over ``ctx.seeds`` (mean line, min-max band);
 ``--fast`` uses the first seed, one epoch on a 4096-sample training subset.
 
@@ -49,9 +49,9 @@ PAPER = "§3 smoothness"
 
 # cache key -> (panel title, y label)
 QUANTITIES = {
-    "gradient_norm": ("gradient norm", "‖∇L‖ (nats)"),
-    "top_eigenvalue": ("top Hessian eigenvalue", "λ_max(∇²L) (nats)"),
-    "effective_beta": ("effective β-smoothness", "β_eff (nats)"),
+    "gradient_norm": ("gradient norm", "‖∇L‖ (nats per unit θ)"),
+    "top_eigenvalue": ("top Hessian eigenvalue", "λ_max(∇²L) (nats per unit θ²)"),
+    "effective_beta": ("effective β-smoothness", "β_eff (nats per unit θ²)"),
 }
 
 

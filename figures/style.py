@@ -13,6 +13,7 @@ ablation; ``no_cn`` / ``cn`` of the variance figures) to a colour-blind-safe pal
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def add_caption(fig: plt.Figure, text: str) -> None:
 
 def save_figure(fig: plt.Figure, out: Path, name: str, formats: Iterable[str] = ("png", "pdf")) -> list[Path]:
     """Write ``out/name.png`` and ``out/name.pdf`` atomically and close ``fig``."""
+    # fontTools (PDF font subsetting) logs harmless notes about old font timestamps
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
     paths = []
     for fmt in formats:
         buffer = io.BytesIO()

@@ -108,6 +108,8 @@ def test_device_resolution_and_config_errors():
         TrainConfig(attribute_norm="unit")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         TrainConfig(device="tpu")
+    with pytest.raises(ValueError, match=r"unknown device 'tpu'; choose one of \('auto', 'cpu', 'cuda'\)"):
+        resolve_device("tpu")
     with pytest.raises(TypeError, match="expected an EmbedderConfig or ClassifierConfig, got dict"):
         build_model({}, seed=0)
 
