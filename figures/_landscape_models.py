@@ -33,7 +33,7 @@ generator ``ctx.data_seed + 202``.
 
 **Budgets.**  :data:`FULL_BUDGET` and :data:`FAST_BUDGET` (``ctx.fast``); entries of
 ``ctx.extra["landscape_models"]`` override them (tests train tiny runs this way).
-:func:`resolve_budget` does the same for each figure's own budget dataclass.
+:meth:`FigureContext.budget` does the same for each figure's own budget dataclass.
 
 Randomness: model ``S`` is initialized and shuffled with seed ``S`` (the recipe's
 generator), its Lanczos start vectors come from ``Generator().manual_seed(S + 1)``; the
@@ -62,7 +62,7 @@ from landscape.objective import Batch, zsl_batches
 __all__ = [
     "CACHE_FORMAT", "EXTRA_KEY", "FAST_BUDGET", "FULL_BUDGET", "LANDSCAPE_KIND", "MODELS", "LandscapeData",
     "TrainedModels", "TrainingBudget", "evaluation_batches", "landscape_data", "model_cache_path", "model_config",
-    "resolve_budget", "stratified_subset", "train_config", "trained_models", "training_budget",
+    "stratified_subset", "train_config", "trained_models", "training_budget",
 ]
 
 MODELS = ("classifier", "zsl_mlp", "zsl_cn")  # names of figures.style's colours and labels
@@ -113,29 +113,9 @@ FULL_BUDGET = TrainingBudget()
 FAST_BUDGET = TrainingBudget(epochs=1, trainval_samples=4096, probe_every=4, lanczos_max_steps=12)
 
 
-def resolve_budget(ctx: FigureContext, key: str, full: B, fast: B) -> B:
-    """``fast`` if ``ctx.fast`` else ``full``, with the entries of ``ctx.extra[key]`` replaced.
-
-    Raises:
-        TypeError: ``ctx.extra[key]`` is not a dict.
-        ValueError: it names an entry the budget does not have (or the budget's own
-            validation refuses a value).
-    """
-    base = fast if ctx.fast else full
-    overrides = ctx.extra.get(key, {})
-    if not isinstance(overrides, dict):
-        raise TypeError(f"ctx.extra[{key!r}] must be a dict of budget entries, got {type(overrides).__name__}")
-    known = [f.name for f in dataclasses.fields(base)]
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ValueError(f"unknown budget entr{'y' if len(unknown) == 1 else 'ies'} {unknown} in "
-                         f"ctx.extra[{key!r}]; known: {', '.join(known)}")
-    return dataclasses.replace(base, **overrides)
-
-
 def training_budget(ctx: FigureContext) -> TrainingBudget:
-    """The shared training budget of ``ctx`` (:func:`resolve_budget` with :data:`EXTRA_KEY`)."""
-    return resolve_budget(ctx, EXTRA_KEY, FULL_BUDGET, FAST_BUDGET)
+    """The shared training budget of ``ctx`` (:meth:`FigureContext.budget` with :data:`EXTRA_KEY`)."""
+    return ctx.budget(EXTRA_KEY, FULL_BUDGET, FAST_BUDGET)
 
 
 # ------------------------------------------------------------------------------ data

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,21 @@ PUBLISHED: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 METRICS = ("gzsl_unseen", "gzsl_seen", "gzsl_harmonic")  # U, S, H
 
-FULL = {"epochs": 50}  # the reference recipe
-FAST = {"epochs": 1}
+@dataclass(frozen=True)
+class Budget:
+    epochs: int = 50  # the reference recipe
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"{NAME} budget: epochs must be a positive integer, got {self.epochs!r}")
 
 
-def budget(ctx: FigureContext) -> dict[str, Any]:
-    return {**(FAST if ctx.fast else FULL), **ctx.extra.get(NAME, {})}
+FULL, FAST = Budget(), Budget(epochs=1)
 
 
 def compute(ctx: FigureContext) -> Path:
     """Train and evaluate every (data set, row, seed); write the cache (module docstring)."""
-    settings = budget(ctx)
+    settings = asdict(ctx.budget(NAME, FULL, FAST))
     choices = [d for d in ctx.datasets() if d.name in DATASETS] or ctx.datasets()[:1]
     results: dict[str, Any] = {}
     for choice in choices:

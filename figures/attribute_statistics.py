@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +70,8 @@ def budget(ctx: FigureContext) -> Budget:
         ValueError: an unknown entry, ``bins < 1``, a range not ``low < high``, or ``alpha``
             outside (0, 1).
     """
-    overrides = dict(ctx.extra.get(NAME, {}))
-    known = [f.name for f in fields(Budget)]
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {NAME} budget entries {unknown}; known: {', '.join(known)}")
-    if "z_range" in overrides:
-        overrides["z_range"] = tuple(float(v) for v in overrides["z_range"])
-    out = replace(FAST if ctx.fast else Budget(), **overrides)
+    out = ctx.budget(NAME, Budget(), FAST)
+    out = replace(out, z_range=tuple(float(v) for v in out.z_range))
     low, high = out.z_range
     if isinstance(out.bins, bool) or not isinstance(out.bins, int) or out.bins < 1 or not low < high:
         raise ValueError(f"{NAME} needs an integer bins >= 1 and z_range (low, high) with low < high, "

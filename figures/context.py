@@ -23,10 +23,11 @@ there, synthetic features otherwise), or the five synthetic presets when there i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from analysis.data import DataError, ZSLData
 from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
@@ -34,6 +35,8 @@ from analysis.io import environment_info, to_jsonable
 from analysis.training import resolve_device
 
 __all__ = ["DataChoice", "FigureContext", "read_cache"]
+
+B = TypeVar("B")  # a figure's budget: a frozen dataclass
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,26 @@ class FigureContext:
             raise ValueError("seeds must name at least one seed, e.g. seeds=(1, 2, 3)")
         object.__setattr__(self, "only_datasets", tuple(canonical_dataset_name(d) for d in self.only_datasets))
         resolve_device(self.device)  # fails now, not in the middle of a figure
+
+    # ------------------------------------------------------------------- budget
+    def budget(self, key: str, full: B, fast: B) -> B:
+        """``fast`` if ``self.fast`` else ``full`` (frozen dataclasses), with the entries of
+        ``self.extra[key]`` replaced (tests and tiny runs set them).
+
+        Raises:
+            TypeError: ``extra[key]`` is not a dict.
+            ValueError: it names an entry the budget does not have.
+        """
+        base = fast if self.fast else full
+        overrides = self.extra.get(key, {})
+        if not isinstance(overrides, dict):
+            raise TypeError(f"ctx.extra[{key!r}] must be a dict of budget entries, got {type(overrides).__name__}")
+        known = [f.name for f in dataclasses.fields(base)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ValueError(f"unknown budget entr{'y' if len(unknown) == 1 else 'ies'} {unknown} in "
+                             f"ctx.extra[{key!r}]; known: {', '.join(known)}")
+        return dataclasses.replace(base, **overrides)
 
     # -------------------------------------------------------------------- paths
     def cache_path(self, name: str, suffix: str = ".json") -> Path:

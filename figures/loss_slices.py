@@ -81,7 +81,7 @@ def compute(ctx: FigureContext) -> Path:
     Returns:
         ``ctx.cache_path("loss_slices")``.
     """
-    budget = shared.resolve_budget(ctx, NAME, FULL, FAST)
+    budget = ctx.budget(NAME, FULL, FAST)
     training = shared.training_budget(ctx)
     data = shared.landscape_data(ctx, training)
     seed = ctx.seeds[0]

@@ -77,7 +77,7 @@ def compute(ctx: FigureContext) -> Path:
     Returns:
         ``ctx.cache_path("loss_surface")``.
     """
-    budget = shared.resolve_budget(ctx, NAME, FULL, FAST)
+    budget = ctx.budget(NAME, FULL, FAST)
     training = shared.training_budget(ctx)
     data = shared.landscape_data(ctx, training)
     seeds = ctx.seeds if budget.max_seeds is None else ctx.seeds[:budget.max_seeds]

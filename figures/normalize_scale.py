@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +87,8 @@ def budget(ctx: FigureContext) -> Budget:
         ValueError: an unknown entry or law, a dimension below 3, fewer than 2 pairs,
             batches or images, or a width below 1.
     """
-    base = FAST if ctx.fast else Budget()
-    overrides = dict(ctx.extra.get(NAME, {}))
-    known = [f.name for f in fields(Budget)]
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {NAME} budget entries {unknown}; known: {', '.join(known)}")
-    for key in ("dims", "distributions"):
-        if key in overrides:
-            overrides[key] = tuple(overrides[key])
-    out = replace(base, **overrides)
+    out = ctx.budget(NAME, Budget(), FAST)
+    out = replace(out, dims=tuple(out.dims), distributions=tuple(out.distributions))
     if not out.dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 3 for d in out.dims):
         raise ValueError(f"{NAME} dims must be integers >= 3 (the paper's d/(d-2)^2 needs d > 2), got {out.dims}")
     bad = [d for d in out.distributions if d not in COSINE_DISTRIBUTIONS]

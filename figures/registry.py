@@ -2,12 +2,14 @@
 
 :data:`FIGURE_NAMES` lists the modules (``figures/<name>.py``, contract in
 :mod:`figures.context`).  :func:`run_figures` computes each selected figure's cache and
-plots it, timing both, and writes ``out/figures.json`` (what ran, how long, which files).
+plots it, timing both, and records in ``out/figures.json`` what ran, how long and which
+files, one entry per figure, merged with what earlier runs into the same folder recorded.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,8 +61,8 @@ def run_figures(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Compute (unless ``plot_only``) and plot each figure of ``names``; returns the summary
-    written to ``ctx.out/figures.json``.
+    """Compute (unless ``plot_only``) and plot each figure of ``names``; returns this run's
+    summary (``ctx.out/figures.json`` merges it with earlier runs' entries).
 
     Raises:
         FileExistsError: an output of a selected figure exists and ``overwrite`` is False
@@ -79,7 +81,7 @@ def run_figures(
             module.compute(ctx)
         computed = time.perf_counter()
         paths = module.plot(ctx)
-        rows.append({"name": name, "title": module.TITLE, "paper": module.PAPER,
+        rows.append({"name": name, "title": module.TITLE, "paper": module.PAPER, "fast": ctx.fast,
                      "compute_seconds": None if plot_only else computed - start,
                      "plot_seconds": time.perf_counter() - computed,
                      "files": [str(Path(p).relative_to(ctx.out)) for p in paths]})
@@ -87,5 +89,19 @@ def run_figures(
             f" -> {', '.join(rows[-1]['files'])}")
     summary = {"figures": rows, "fast": ctx.fast, "plot_only": plot_only,
                "total_seconds": sum((r["compute_seconds"] or 0) + r["plot_seconds"] for r in rows)}
-    write_json(ctx.out / "figures.json", summary)
+    _record(ctx.out / "figures.json", rows)
     return summary
+
+
+def _record(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Merge ``rows`` into the log ``path`` (one entry per figure, the latest run of each),
+    so that redrawing some figures keeps what earlier runs recorded about the others; a
+    redraw keeps the compute time of the run that made its cache."""
+    log = {row["name"]: row for row in (json.loads(path.read_text())["figures"] if path.is_file() else [])}
+    for row in rows:
+        if row["compute_seconds"] is None and row["name"] in log:
+            row = {**row, "compute_seconds": log[row["name"]]["compute_seconds"]}
+        log[row["name"]] = row
+    ordered = [log[n] for n in FIGURE_NAMES if n in log]
+    write_json(path, {"figures": ordered,
+                      "total_seconds": sum((r["compute_seconds"] or 0) + r["plot_seconds"] for r in ordered)})

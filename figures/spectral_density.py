@@ -83,7 +83,7 @@ def compute(ctx: FigureContext) -> Path:
     Returns:
         ``ctx.cache_path("spectral_density")``.
     """
-    budget = shared.resolve_budget(ctx, NAME, FULL, FAST)
+    budget = ctx.budget(NAME, FULL, FAST)
     training = shared.training_budget(ctx)
     data = shared.landscape_data(ctx, training)
     seed = ctx.seeds[0]
@@ -151,10 +151,10 @@ def plot(ctx: FigureContext) -> list[Path]:
         ax.annotate(f"λ_max = {m['lambda_max']:.3g}", xy=(m["lambda_max"], 1.0), xycoords=("data", "axes fraction"),
                     xytext=(-4, -4), textcoords="offset points", ha="right", va="top", fontsize=9)
         ax.set_title(label(name), color=color(name) if name != "classifier" else "0.25")
-        ax.set_xlabel("Hessian eigenvalue λ (nats)")
+        ax.set_xlabel("Hessian eigenvalue λ (nats per unit θ²)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncols=len(labels))
-    axes[0, 0].set_ylabel("spectral density φ(λ) (1/nats)")
+    axes[0, 0].set_ylabel("spectral density φ(λ) (per unit λ)")
     first = next(iter(cache["models"].values()))
     settings = cache["provenance"]["settings"]
     epochs = settings["training"]["epochs"]

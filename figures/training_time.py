@@ -12,8 +12,8 @@ time per epoch times 50, labelled as extrapolated.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,16 +30,20 @@ PAPER = "training-time claim"
 
 PUBLISHED_SECONDS = (20.0, 30.0)  # PAPER.md section 1, one GPU
 RECIPE_EPOCHS = 50
-FULL = {"epochs": 50}
-FAST = {"epochs": 1}
+@dataclass(frozen=True)
+class Budget:
+    epochs: int = RECIPE_EPOCHS  # epochs timed; fewer are extrapolated to 50
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"{NAME} budget: epochs must be a positive integer, got {self.epochs!r}")
 
 
-def budget(ctx: FigureContext) -> dict[str, Any]:
-    return {**(FAST if ctx.fast else FULL), **ctx.extra.get(NAME, {})}
+FULL, FAST = Budget(), Budget(epochs=1)
 
 
 def compute(ctx: FigureContext) -> Path:
-    settings = budget(ctx)
+    settings = asdict(ctx.budget(NAME, FULL, FAST))
     device = resolve_device(ctx.device)
     choices = ctx.datasets()
     runs = {}
@@ -86,7 +90,10 @@ def plot(ctx: FigureContext) -> list[Path]:
     ax.grid(axis="x", visible=False)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=8, ncol=2)
     epochs = {runs[n]["epochs"] for n in names}
-    sources = ", ".join(f"{n} {runs[n]['source']}" for n in names)
+    by_source: dict[str, list[str]] = {}
+    for n in names:
+        by_source.setdefault(runs[n]["source"], []).append(n)
+    sources = "; ".join(f"{', '.join(group)}: {source}" for source, group in by_source.items())
     add_caption(fig, f"reference CN model, batch 256, {cache['device']} ({runs[names[0]]['path']} loop); "
                 + (f"measured over {min(epochs)} epoch(s), x{RECIPE_EPOCHS // min(epochs)}; " if extrapolated else "")
                 + sources)

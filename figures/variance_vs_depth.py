@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +106,7 @@ def budget(ctx: FigureContext) -> Budget:
         ValueError: an unknown entry, or a value that is not a positive integer
             (``max_depth`` and ``train_depth`` may be 0).
     """
-    base = FAST if ctx.fast else Budget()
-    overrides = dict(ctx.extra.get(NAME, {}))
-    known = [f.name for f in fields(Budget)]
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {NAME} budget entries {unknown}; known: {', '.join(known)}")
-    out = replace(base, **overrides)
+    out = ctx.budget(NAME, Budget(), FAST)
     for key, value in asdict(out).items():
         minimum = 0 if key in ("max_depth", "train_depth") else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -64,7 +64,9 @@ def test_one_figure_through_the_command_line(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert "1 figures in" in capsys.readouterr().out
     summary = json.loads((out / "figures.json").read_text())
-    assert [r["name"] for r in summary["figures"]] == ["attribute_statistics"] and summary["fast"]
+    assert [r["name"] for r in summary["figures"]] == ["attribute_statistics"] and summary["figures"][0]["fast"]
+    computed = summary["figures"][0]["compute_seconds"]
+    assert computed > 0
     assert sorted(summary["figures"][0]["files"]) == ["attribute_statistics.pdf", "attribute_statistics.png"]
     assert (out / "data" / "attribute_statistics.json").is_file()
     # again: refused, nothing changed; --plot-only --overwrite redraws from the cache
@@ -72,3 +74,10 @@ def test_one_figure_through_the_command_line(tmp_path, capsys):
     assert main(["figures", "--only", "attribute_statistics", "--fast", "--datasets", "APY", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err and (out / "attribute_statistics.png").read_bytes() == before
     assert main(["figures", "--only", "attribute_statistics", "--plot-only", "--overwrite", "--out", str(out)]) == 0
+    # the log keeps one entry per figure, merged across runs; a redraw keeps the compute time
+    assert main(["figures", "--only", "training_time", "--fast", "--datasets", "APY", "--out", str(out),
+                 "--no-progress"]) == 0
+    log = json.loads((out / "figures.json").read_text())
+    assert [r["name"] for r in log["figures"]] == ["attribute_statistics", "training_time"]
+    assert log["figures"][0]["compute_seconds"] == computed
+    assert log["total_seconds"] == pytest.approx(sum(r["compute_seconds"] + r["plot_seconds"] for r in log["figures"]))

@@ -82,6 +82,18 @@ def test_training_time_cache_and_figure(tables):
     assert matplotlib.image.imread(ctx.out / "training_time.png").shape[1] > 500
 
 
+def test_budgets_refuse_bad_entries(tmp_path):
+    for module in (ablation_table, training_time):
+        with pytest.raises(ValueError, match=f"{module.NAME} budget: epochs must be a positive integer, got 0"):
+            FigureContext(out=tmp_path, extra={module.NAME: {"epochs": 0}}).budget(module.NAME, module.FULL,
+                                                                                  module.FAST)
+        with pytest.raises(ValueError, match=rf"unknown budget entry \['seeds'\] in ctx.extra\['{module.NAME}'\]"):
+            FigureContext(out=tmp_path, extra={module.NAME: {"seeds": 2}}).budget(module.NAME, module.FULL,
+                                                                                 module.FAST)
+    assert FigureContext(out=tmp_path, fast=True).budget("training_time", training_time.FULL,
+                                                         training_time.FAST).epochs == 1
+
+
 def test_plot_without_cache_fails_loudly(tmp_path):
     ctx = FigureContext(out=tmp_path, fast=True, device="cpu")
     for module in (ablation_table, training_time):

@@ -173,7 +173,7 @@ def test_plot_without_cache_says_compute_it_first(tmp_path, module):
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.NAME)
 def test_unknown_budget_entries_are_refused(tmp_path, module):
     ctx = FigureContext(out=tmp_path, extra={module.NAME: {"num_iterations": 3}})
-    with pytest.raises(ValueError, match=rf"unknown {module.NAME} budget entries \['num_iterations'\]"):
+    with pytest.raises(ValueError, match=rf"unknown budget entry \['num_iterations'\] in ctx.extra\['{module.NAME}'\]"):
         module.budget(ctx)
 
 
