@@ -62,7 +62,7 @@ from landscape.objective import Batch, zsl_batches
 __all__ = [
     "CACHE_FORMAT", "EXTRA_KEY", "FAST_BUDGET", "FULL_BUDGET", "LANDSCAPE_KIND", "MODELS", "LandscapeData",
     "TrainedModels", "TrainingBudget", "evaluation_batches", "landscape_data", "model_cache_path", "model_config",
-    "stratified_subset", "train_config", "trained_models", "training_budget",
+    "final_models", "stratified_subset", "train_config", "trained_models", "training_budget",
 ]
 
 MODELS = ("classifier", "zsl_mlp", "zsl_cn")  # names of figures.style's colours and labels
@@ -330,3 +330,17 @@ def trained_models(
     }
     atomic_write(path, lambda f: torch.save(payload, f))
     return TrainedModels(seed, models, trajectories, histories, path, False, key)
+
+
+def final_models(
+    ctx: FigureContext, samples: int,
+) -> tuple[TrainedModels, list[Batch], LandscapeData, TrainingBudget]:
+    """``(run, batches, data, training)``: the three models trained with the first seed of
+    ``ctx`` (from the cache when it matches), the objective's batches on ``samples``
+    training samples on the models' device, the data and the training budget: what the
+    final-model figures (slices, spectral density) probe and record."""
+    training = training_budget(ctx)
+    data = landscape_data(ctx, training)
+    run = trained_models(ctx, ctx.seeds[0], budget=training, data=data)
+    device = next(run.models["classifier"].parameters()).device
+    return run, evaluation_batches(data, samples, device=device), data, training

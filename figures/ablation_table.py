@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from analysis.io import atomic_write, write_json
 from analysis.model import preset_config
 from analysis.seed_ensemble import train_seeds
 from analysis.training import TrainConfig
-from figures.context import FigureContext, read_cache
+from figures.context import EpochsBudget, FigureContext, read_cache
 from figures.style import add_caption, color, label, new_figure, save_figure
 
 NAME = "ablation_table"
@@ -54,16 +54,7 @@ PUBLISHED: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 METRICS = ("gzsl_unseen", "gzsl_seen", "gzsl_harmonic")  # U, S, H
 
-@dataclass(frozen=True)
-class Budget:
-    epochs: int = 50  # the reference recipe
-
-    def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"{NAME} budget: epochs must be a positive integer, got {self.epochs!r}")
-
-
-FULL, FAST = Budget(), Budget(epochs=1)
+FULL, FAST = EpochsBudget(epochs=50), EpochsBudget(epochs=1)  # the recipe; a smoke run
 
 
 def compute(ctx: FigureContext) -> Path:

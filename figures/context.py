@@ -34,7 +34,7 @@ from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
 from analysis.io import environment_info, to_jsonable
 from analysis.training import resolve_device
 
-__all__ = ["DataChoice", "FigureContext", "read_cache"]
+__all__ = ["DataChoice", "EpochsBudget", "FigureContext", "read_cache"]
 
 B = TypeVar("B")  # a figure's budget: a frozen dataclass
 
@@ -54,6 +54,17 @@ class DataChoice:
         if self.real_features:
             return "real"
         return "real attributes, synthetic features" if self.real_attributes else "synthetic"
+
+
+@dataclass(frozen=True)
+class EpochsBudget:
+    """The budget of a figure that trains models with the reference recipe: its epochs."""
+
+    epochs: int = 50  # the reference recipe
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"budget entry epochs must be a positive integer, got {self.epochs!r}")
 
 
 @dataclass(frozen=True)

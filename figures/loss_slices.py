@@ -82,12 +82,8 @@ def compute(ctx: FigureContext) -> Path:
         ``ctx.cache_path("loss_slices")``.
     """
     budget = ctx.budget(NAME, FULL, FAST)
-    training = shared.training_budget(ctx)
-    data = shared.landscape_data(ctx, training)
     seed = ctx.seeds[0]
-    run = shared.trained_models(ctx, seed, budget=training, data=data)
-    device = next(run.models["classifier"].parameters()).device
-    batches = shared.evaluation_batches(data, budget.samples, device=device)
+    run, batches, data, training = shared.final_models(ctx, budget.samples)
     grid = slice_grid(budget.points, budget.range)
     models = {}
     for name, model in run.models.items():

@@ -12,7 +12,7 @@ time per epoch times 50, labelled as extrapolated.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 from analysis.model import preset_config
 from analysis.training import TrainConfig, build_model, resolve_device, train
 from analysis.io import write_json
-from figures.context import FigureContext, read_cache
+from figures.context import EpochsBudget, FigureContext, read_cache
 from figures.style import add_caption, color, new_figure, save_figure
 
 NAME = "training_time"
@@ -30,16 +30,7 @@ PAPER = "training-time claim"
 
 PUBLISHED_SECONDS = (20.0, 30.0)  # PAPER.md section 1, one GPU
 RECIPE_EPOCHS = 50
-@dataclass(frozen=True)
-class Budget:
-    epochs: int = RECIPE_EPOCHS  # epochs timed; fewer are extrapolated to 50
-
-    def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"{NAME} budget: epochs must be a positive integer, got {self.epochs!r}")
-
-
-FULL, FAST = Budget(), Budget(epochs=1)
+FULL, FAST = EpochsBudget(epochs=50), EpochsBudget(epochs=1)  # the recipe; a smoke run
 
 
 def compute(ctx: FigureContext) -> Path:

@@ -84,7 +84,7 @@ def test_training_time_cache_and_figure(tables):
 
 def test_budgets_refuse_bad_entries(tmp_path):
     for module in (ablation_table, training_time):
-        with pytest.raises(ValueError, match=f"{module.NAME} budget: epochs must be a positive integer, got 0"):
+        with pytest.raises(ValueError, match="budget entry epochs must be a positive integer, got 0"):
             FigureContext(out=tmp_path, extra={module.NAME: {"epochs": 0}}).budget(module.NAME, module.FULL,
                                                                                   module.FAST)
         with pytest.raises(ValueError, match=rf"unknown budget entry \['seeds'\] in ctx.extra\['{module.NAME}'\]"):
