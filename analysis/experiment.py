@@ -22,11 +22,11 @@ before doing any work, unless ``overwrite=True``.  Every file is written atomica
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from analysis.checkpoint import save_checkpoint
 from analysis.datasets import canonical_dataset_name, load_dataset
@@ -81,9 +81,15 @@ class TrainRun:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (``ddof=1``; 0 for a single value)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+    """Mean and sample standard deviation (``ddof=1``) over seeds: the summary of every
+    seed-averaged table (``cnzsl train --seeds``, ``cnzsl czsl``, the ablation figure).
+
+    Non-finite values (a metric undefined for a seed) are left out; the std of a single
+    value is 0 and the mean of none is NaN.
+    """
+    finite = [v for v in values if math.isfinite(v)]
+    mean = statistics.fmean(finite) if finite else math.nan
+    return mean, statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
 def _loss_figure(histories: list[History], seeds: list[int], title: str):
@@ -139,9 +145,10 @@ def run_train(run: TrainRun) -> dict[str, Any]:
     if run.seeds is None:
         results = {**scores[0], **common, "loss": histories[0].loss, "epoch_seconds": histories[0].epoch_seconds}
     else:
+        summary = {k: mean_std([s[k] for s in scores]) for k in METRICS}
         results = {
-            **{k: mean_std([s[k] for s in scores])[0] for k in METRICS},
-            "std": {k: mean_std([s[k] for s in scores])[1] for k in METRICS},
+            **{k: mean for k, (mean, _) in summary.items()},
+            "std": {k: std for k, (_, std) in summary.items()},
             **common,
             "seeds": seeds,
             "per_seed": [{"seed": seed, **score, "loss": h.loss} for seed, score, h in zip(seeds, scores, histories)],

@@ -53,10 +53,11 @@ from torch import Tensor, nn
 
 from analysis.data import ZSLData
 from analysis.io import atomic_write, to_jsonable
-from analysis.model import ClassifierConfig, EmbedderConfig, preset_config
+from analysis.model import ClassifierConfig, EmbedderConfig
 from analysis.training import TrainConfig, build_model, resolve_device, train
 from figures.context import DataChoice, FigureContext
 from landscape.comparison import TrajectoryProbe
+from landscape.comparison import model_config as landscape_model_config  # by landscape's kind names
 from landscape.objective import Batch, zsl_batches
 
 __all__ = [
@@ -230,9 +231,7 @@ def model_config(name: str, data: ZSLData) -> ClassifierConfig | EmbedderConfig:
     """
     if name not in LANDSCAPE_KIND:
         raise ValueError(f"unknown landscape model {name!r}; choose one of {', '.join(MODELS)}")
-    if name == "classifier":
-        return ClassifierConfig(num_classes=int(data.seen_classes.numel()), feature_dim=data.feature_dim)
-    return preset_config(LANDSCAPE_KIND[name], data.attribute_dim, data.feature_dim)
+    return landscape_model_config(LANDSCAPE_KIND[name], data)
 
 
 @dataclass

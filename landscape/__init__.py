@@ -6,7 +6,7 @@ from an explicit generator and leaves the model bitwise unchanged.  Imports only
 ``analysis/``.
 """
 
-from landscape.comparison import MODEL_KINDS, LandscapeRun, TrajectoryProbe, run_landscape
+from landscape.comparison import MODEL_KINDS, LandscapeRun, TrajectoryProbe, model_config, run_landscape
 from landscape.hutchinson import TraceEstimate, hutchinson_trace, hutchpp_trace
 from landscape.hvp import HessianOperator, gradient_norm, gradient_norms_by_layer, hessian_vector_product
 from landscape.lanczos import EigenResult, lanczos_top_eigenvalues, lanczos_tridiagonal, power_iteration
@@ -36,6 +36,6 @@ __all__ = [
     "TrajectoryProbe", "effective_smoothness", "filter_normalized_direction", "gradient_norm",
     "gradient_norms_by_layer", "gradient_predictiveness", "hessian_vector_product", "hutchinson_trace",
     "hutchpp_trace", "lanczos_top_eigenvalues", "lanczos_tridiagonal", "loss_slice_1d", "loss_slice_2d",
-    "loss_variation", "parameter_names", "plot_slice_1d", "plot_slice_2d", "plot_spectral_density",
+    "loss_variation", "model_config", "parameter_names", "plot_slice_1d", "plot_slice_2d", "plot_spectral_density",
     "power_iteration", "run_landscape", "santurkar_measure", "spectral_density", "zsl_batches",
 ]

@@ -45,7 +45,7 @@ from landscape.objective import Batch, Objective, zsl_batches
 from landscape.santurkar import santurkar_measure
 from landscape.slices import filter_normalized_direction, loss_slice_2d, plot_slice_2d
 
-__all__ = ["MODEL_KINDS", "LandscapeRun", "TrajectoryProbe", "run_landscape"]
+__all__ = ["MODEL_KINDS", "LandscapeRun", "TrajectoryProbe", "model_config", "run_landscape"]
 
 MODEL_KINDS = ("classifier", "mlp", "cn")
 OUTPUT_FILES = ("landscape.json", "trajectories.png", "slices.png")
@@ -128,7 +128,15 @@ class TrajectoryProbe:
         return [r[key] for r in self.records]
 
 
-def _model_config(kind: str, data: ZSLData) -> ClassifierConfig | Any:
+def model_config(kind: str, data: ZSLData) -> ClassifierConfig | Any:
+    """The configuration of model ``kind`` (one of :data:`MODEL_KINDS`) for ``data``: the
+    traditional classifier over the seen classes, or the embedder preset of that name.
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     if kind == "classifier":
         return ClassifierConfig(num_classes=int(data.seen_classes.numel()), feature_dim=data.feature_dim)
     return preset_config(kind, data.attribute_dim, data.feature_dim)
@@ -211,7 +219,7 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
     grid = torch.linspace(-run.slice_range, run.slice_range, run.slice_points, dtype=torch.float64)
     results, slices = {}, {}
     for kind in run.models:
-        model = build_model(_model_config(kind, data), run.seed)
+        model = build_model(model_config(kind, data), run.seed)
         probe = TrajectoryProbe(run.probe_every, etas, run.lanczos_tol, run.lanczos_max_steps, seed=run.seed + 1)
         history = train(model, data, config, on_step=probe)
         objective = Objective(model)

@@ -11,7 +11,7 @@ import torch
 from analysis.cli import main
 from analysis.model import AttributeEmbedderModel, preset_config
 from analysis.training import TrainConfig, build_model, train
-from landscape.comparison import LandscapeRun, TrajectoryProbe, run_landscape
+from landscape.comparison import LandscapeRun, TrajectoryProbe, model_config, run_landscape
 from landscape.hutchinson import hutchinson_trace
 from landscape.hvp import HessianOperator, gradient_norm
 from landscape.lanczos import lanczos_top_eigenvalues
@@ -98,3 +98,12 @@ def test_landscape_options_are_checked(tmp_path, capsys):
     rc = main(["landscape", "--models", "cn,svm", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "unknown model kind(s) ['svm']" in err and len(err.strip().splitlines()) == 1
+
+
+def test_model_config_names_the_three_models(tiny_data):
+    classifier = model_config("classifier", tiny_data)
+    assert classifier.num_classes == tiny_data.seen_classes.numel() == 6
+    assert model_config("cn", tiny_data) == preset_config("cn", tiny_data.attribute_dim, tiny_data.feature_dim)
+    assert model_config("mlp", tiny_data).cn_layers == ()
+    with pytest.raises(ValueError, match="unknown model kind 'zsl_cn'; choose one of classifier, mlp, cn"):
+        model_config("zsl_cn", tiny_data)

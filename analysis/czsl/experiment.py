@@ -9,7 +9,6 @@ Existing outputs are never overwritten unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from analysis.czsl.methods import MethodConfig, agem_memory_for
 from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
 from analysis.czsl.tasks import continual_split
 from analysis.datasets import canonical_dataset_name, load_dataset
+from analysis.experiment import mean_std
 from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
 
 __all__ = ["CZSLExperiment", "METRICS", "format_czsl_table", "run_czsl_experiment"]
@@ -59,10 +59,7 @@ class CZSLExperiment:
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    mean = statistics.fmean(finite) if finite else math.nan
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return {"mean": mean, "std": std}
+    return dict(zip(("mean", "std"), mean_std(values)))
 
 
 def format_czsl_table(rows: list[dict[str, Any]]) -> str:
