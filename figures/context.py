@@ -61,10 +61,14 @@ class EpochsBudget:
     """The budget of a figure that trains models with the reference recipe: its epochs."""
 
     epochs: int = 50  # the reference recipe
+    max_seeds: int | None = None  # train only the first seeds of ctx.seeds (None: all)
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"budget entry epochs must be a positive integer, got {self.epochs!r}")
+        if self.max_seeds is not None and (isinstance(self.max_seeds, bool) or not isinstance(self.max_seeds, int)
+                                           or self.max_seeds < 1):
+            raise ValueError(f"budget entry max_seeds must be a positive integer or None, got {self.max_seeds!r}")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def test_ablation_table_rows_are_seed_means_of_real_runs(tables):
                            TrainConfig(epochs=1, seed=2, progress=False, device="cpu"))
     separate = evaluate(model, data).percent()["gzsl_harmonic"]
     assert entry["rows"]["cn"]["per_seed"][1]["gzsl_harmonic"] == pytest.approx(separate, abs=2.0)
-    assert cache["provenance"]["settings"] == {"epochs": 1} and cache["provenance"]["seeds"] == [1, 2]
+    assert cache["provenance"]["settings"] == {"epochs": 1, "max_seeds": 2} and cache["seeds"] == [1, 2]
 
 
 def test_ablation_table_markdown_csv_and_png(tables):
@@ -65,7 +65,7 @@ def test_published_numbers_are_marked_on_real_data_sets():
     cache = {"results": {"CUB": {"source": "real", "rows": {"cn": {
         "mean": {"gzsl_unseen": 50.0, "gzsl_seen": 51.0, "gzsl_harmonic": 50.5},
         "std": {"gzsl_unseen": 1.0, "gzsl_seen": 0.5, "gzsl_harmonic": 0.25}}}}},
-        "published": ablation_table.PUBLISHED, "provenance": {"seeds": [1, 2, 3], "settings": {"epochs": 50}}}
+        "published": ablation_table.PUBLISHED, "seeds": [1, 2, 3], "provenance": {"settings": {"epochs": 50}}}
     [row] = ablation_table.table_rows(cache)
     assert row == {"dataset": "CUB", "data": "real", "model": "MLP + CN", "U": "50.0 ± 1.0", "S": "51.0 ± 0.5",
                    "H": "50.5 ± 0.2", "published U / S / H": "49.9 / 50.7 / 50.3"}
@@ -96,6 +96,11 @@ def test_budgets_refuse_bad_entries(tmp_path):
                                                                                  module.FAST)
     assert FigureContext(out=tmp_path, fast=True).budget("training_time", training_time.FULL,
                                                          training_time.FAST).epochs == 1
+    fast = FigureContext(out=tmp_path, fast=True).budget("ablation_table", ablation_table.FULL, ablation_table.FAST)
+    assert (fast.epochs, fast.max_seeds) == (1, 2) and ablation_table.FULL.max_seeds is None
+    with pytest.raises(ValueError, match="budget entry max_seeds must be a positive integer or None, got 0"):
+        FigureContext(out=tmp_path, extra={"ablation_table": {"max_seeds": 0}}).budget(
+            "ablation_table", ablation_table.FULL, ablation_table.FAST)
 
 
 def test_plot_without_cache_fails_loudly(tmp_path):
