@@ -153,8 +153,9 @@ def plot(ctx: FigureContext) -> list[Path]:
     ax.grid(axis="x", visible=False)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     seeds = cache["seeds"]
-    add_caption(fig, f"mean ± std over seeds {','.join(map(str, seeds))}, "
-                f"{_epochs(cache)}; published H from real features")
+    shown = any(published(cache, preset, n) for preset in ROWS for n in names)
+    add_caption(fig, f"mean ± std over seeds {','.join(map(str, seeds))}, {_epochs(cache)}"
+                + ("; published H from real features" if shown else "; no published numbers for synthetic data"))
     paths = save_figure(fig, ctx.out, NAME)
     text = markdown(cache)
     paths.append(atomic_write(ctx.out / f"{NAME}.md", lambda f: f.write(text.encode())))
