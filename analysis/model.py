@@ -23,6 +23,24 @@ and the ablation rows differ only in ``cn_layers`` and ``final_init``:
     "mlp+eq10"   ()          "eq10"
     "cn"         (-1,)       "eq10"
 
+**Normalization zoo.**  ``normalization`` names the layer that sits where CN sits (the
+hidden layers in ``cn_layers``, placed as ``cn_placement`` says): ``"cn"`` (class
+standardization, no affine parameters), ``"bn"`` (``nn.BatchNorm1d`` over the class axis,
+affine, running statistics as BatchNorm keeps them), ``"ln"`` (``nn.LayerNorm`` over the
+hidden coordinates of each class, affine), ``"rmsnorm"`` (``nn.RMSNorm``, per class,
+scale only).  The zoo presets differ from ``"cn"`` in that field alone, so they keep
+Eq. (10) for ``V``: every one of them hands ``V`` inputs of unit second moment at init
+(per coordinate over the classes for CN and BatchNorm, per class over the coordinates
+for LayerNorm and RMSNorm), the assumption Eq. (10) is derived under.  At init
+BatchNorm in training mode *is* class standardization (biased variance, same eps, weight
+1, bias 0); they part when the affine parameters train and in the running variance
+(BatchNorm stores the unbiased one).
+
+    preset       cn_layers   final_init   normalization
+    "bn"         (-1,)       "eq10"       "bn"
+    "ln"         (-1,)       "eq10"       "ln"
+    "rmsnorm"    (-1,)       "eq10"       "rmsnorm"
+
 **Traditional classifier** (:class:`LinearClassifier`): one learned weight row ``w_c`` per
 seen class on the image features, the same NS head; it ignores attribute values (the
 attribute matrix only fixes which classes, and how many, are scored).
@@ -43,6 +61,7 @@ from analysis.normalization import NormalizeScale
 
 __all__ = [
     "CN_PLACEMENTS",
+    "NORMALIZATIONS",
     "PRESETS",
     "AttributeEmbedderModel",
     "ClassifierConfig",
@@ -52,6 +71,7 @@ __all__ = [
 ]
 
 CN_PLACEMENTS = ("both", "pre", "post")
+NORMALIZATIONS = ("cn", "bn", "ln", "rmsnorm")
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,7 @@ class EmbedderConfig:
     attribute_dim: int  # d_a: AwA 85, CUB 312, SUN 102, aPY 64
     feature_dim: int = 2048  # d_z: ResNet-101 features
     hidden_dims: tuple[int, ...] = (1024, 1024)  # () gives a linear embedder
-    cn_layers: tuple[int, ...] = (-1,)  # hidden layers wrapped by S; negative counts from the end
+    cn_layers: tuple[int, ...] = (-1,)  # hidden layers wrapped by the normalization; negative counts from the end
     cn_placement: str = "both"  # "both": S->ReLU->S, "pre": S->ReLU, "post": ReLU->S
     hidden_init: str = "pytorch"  # init of every hidden Linear (analysis.init)
     final_init: str = "eq10"  # init of the last Linear V
@@ -69,6 +89,7 @@ class EmbedderConfig:
     gamma: float = 5.0  # NS scale: logits = gamma^2 cos
     bias: bool = True  # biases in every Linear
     standardization_mode: str = "correct"  # or "notebook": the authors' var + eps quirk
+    normalization: str = "cn"  # the layer at the cn_layers: "cn", "bn", "ln" or "rmsnorm"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
@@ -100,6 +121,11 @@ class EmbedderConfig:
                 f"got {self.standardization_mode!r}"
             )
 
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {self.normalization!r}; choose one of {NORMALIZATIONS}"
+            )
+
     @property
     def cn_layer_indices(self) -> frozenset[int]:
         """``cn_layers`` as non-negative hidden-layer indices."""
@@ -111,6 +137,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mlp+eq9": {"cn_layers": (-1,), "final_init": "pytorch"},
     "mlp+eq10": {"cn_layers": (), "final_init": "eq10"},
     "cn": {"cn_layers": (-1,), "final_init": "eq10"},
+    # the normalization zoo: "cn" with another layer where CN sits (module docstring)
+    "bn": {"cn_layers": (-1,), "final_init": "eq10", "normalization": "bn"},
+    "ln": {"cn_layers": (-1,), "final_init": "eq10", "normalization": "ln"},
+    "rmsnorm": {"cn_layers": (-1,), "final_init": "eq10", "normalization": "rmsnorm"},
 }
 
 
@@ -131,6 +161,18 @@ def _linear(fan_in: int, fan_out: int, bias: bool) -> nn.Linear:
     return torch.nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=bias)
 
 
+def _normalization(config: EmbedderConfig, width: int) -> nn.Module:
+    """The layer of ``config.normalization`` over ``width`` hidden coordinates (deterministic
+    init: no random draw, so the generator's stream is the same for every normalization)."""
+    if config.normalization == "bn":
+        return nn.BatchNorm1d(width)  # over the class axis: the embedder's batch is the class set
+    if config.normalization == "ln":
+        return nn.LayerNorm(width)
+    if config.normalization == "rmsnorm":
+        return nn.RMSNorm(width)
+    return ClassStandardization(width, mode=config.standardization_mode)
+
+
 class AttributeEmbedderModel(nn.Module):
     """CN-ZSL model: attribute embedder ``P`` plus NS head (module docstring).
 
@@ -148,7 +190,7 @@ class AttributeEmbedderModel(nn.Module):
             layers.append(init_linear_(_linear(width, hidden, config.bias), config.hidden_init,
                                        generator=generator))
             cn = i in config.cn_layer_indices
-            standardize = lambda: ClassStandardization(hidden, mode=config.standardization_mode)  # noqa: E731
+            standardize = lambda: _normalization(config, hidden)  # noqa: E731
             if cn and config.cn_placement in ("both", "pre"):
                 layers.append(standardize())
             layers.append(nn.ReLU())

@@ -11,19 +11,24 @@ the time of the call, and the model is left bitwise as it was (parameters, buffe
 ``training`` flag of every submodule).  Models follow the protocol of
 :mod:`analysis.model`: ``model(features [B, d_z], attributes [K, d_a]) -> logits [B, K]``.
 
-**Which statistics a CN layer uses** (``statistics``):
+**Which statistics normalization layers use** (``statistics``, the one choice of
+:mod:`analysis.probe_mode`, shared with the variance profiler):
 
 - ``"batch"`` (default): the model runs in training mode, so every class standardization
-  normalizes with the mean and variance of the classes passed in (``Batch.attributes``),
-  exactly as in the training step.  This is the landscape of the training objective.
-  Because the statistics are taken over the class axis, they do not depend on the images
-  of the batch: for a fixed class set the per-sample losses are independent of each other.
-- ``"running"``: the model runs in eval mode, so CN layers normalize with their running
+  and every ``BatchNorm`` normalizes with the statistics of the classes passed in
+  (``Batch.attributes``), exactly as in the training step.  This is the landscape of the
+  training objective.  Because the statistics are taken over the class axis, they do not
+  depend on the images of the batch: for a fixed class set the per-sample losses are
+  independent of each other.
+- ``"running"``: the model runs in eval mode, so these layers normalize with their running
   averages, which are constants here: the landscape of the function used at test time.
 
-In both cases no running statistic is ever updated (:func:`frozen_class_statistics`).
-The whole model switches mode, so a model with dropout would make the ``"batch"`` loss
-random; the models of :mod:`analysis.model` have none.
+In both cases no running statistic is ever updated and **dropout is off**, so the loss is
+a deterministic function of the parameters (:func:`analysis.probe_mode.probe_mode` says
+why).  As a second guard, every buffer is passed to ``functional_call`` as a copy: a
+custom module that writes into its buffers writes into the copy, never into the model.
+``LayerNorm``, ``GroupNorm``, ``RMSNorm``, residual connections, learned scalars and tied
+weights need nothing special (tied parameters are one entry of ``named_parameters()``).
 
 **Flat vectors.**  :meth:`Objective.flatten` concatenates the row-major entries
 (``t.reshape(-1)``) of each probed parameter in the order of :attr:`Objective.names`,
@@ -33,24 +38,21 @@ order the caller listed the names in); :meth:`Objective.unflatten` inverts it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from analysis.class_standardization import frozen_class_statistics
 from analysis.data import ZSLData
 from analysis.normalization import normalize_attributes
+from analysis.probe_mode import STATISTICS, check_statistics, probe_mode
 
 # The same remapping the training loop uses (labels -> 0..K_s-1 in seen-class order), so
 # the probed loss is the trained loss; a private helper of the sibling core, on purpose.
 from analysis.training import seen_targets
 
 __all__ = ["STATISTICS", "Batch", "LossFn", "Objective", "parameter_names", "zsl_batches"]
-
-STATISTICS = ("batch", "running")
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits [B, K], targets [B]) -> mean loss []
 
@@ -185,8 +187,9 @@ class Objective:
             sample-weighted batch averages equal the data-set loss.
         parameters: names of the probed parameters (``None``: all of them); see
             :func:`parameter_names` for a per-layer selection.  The others are constants.
-        statistics: ``"batch"`` (training mode: CN uses the statistics of the classes
-            passed in) or ``"running"`` (eval mode: CN uses its running statistics).
+        statistics: ``"batch"`` (training mode: CN and BatchNorm use the statistics of the
+            classes passed in) or ``"running"`` (eval mode: their running statistics);
+            dropout is off under both (module docstring).
 
     Raises:
         ValueError: unknown ``statistics``, an unknown, repeated or empty parameter
@@ -207,11 +210,7 @@ class Objective:
         parameters: Sequence[str] | None = None,
         statistics: str = "batch",
     ) -> None:
-        if statistics not in STATISTICS:
-            raise ValueError(
-                f"unknown statistics {statistics!r}; choose 'batch' (training mode, statistics "
-                f"of the classes passed in) or 'running' (eval mode, running statistics)"
-            )
+        check_statistics(statistics)
         named = dict(model.named_parameters())
         if parameters is None:
             wanted = set(named)
@@ -287,10 +286,11 @@ class Objective:
     def loss(self, params: Sequence[Tensor], batch: Batch) -> Tensor:
         """``L_b(theta)``, a 0-dim tensor differentiable in ``params`` (and only in them).
 
-        Pure: ``torch.func.functional_call(model, {**fixed, **dict(zip(names, params))},
-        (batch.features, batch.attributes))`` with the model in the mode of
-        :attr:`statistics` and every running statistic frozen; the mode of every submodule
-        is restored afterwards, also on error.  Works under ``torch.func`` transforms.
+        Pure: ``torch.func.functional_call(model, {**fixed, **dict(zip(names, params)),
+        **buffer_copies}, (batch.features, batch.attributes))`` under
+        :func:`~analysis.probe_mode.probe_mode` (the mode of :attr:`statistics`, dropout off,
+        no running statistic updated); the mode of every submodule is restored afterwards,
+        also on error.  Works under ``torch.func`` transforms.
 
         Raises:
             ValueError: wrong number or shapes of ``params``, or a batch on another device.
@@ -304,7 +304,9 @@ class Objective:
         named = dict(self.model.named_parameters())
         values = {name: p.detach() for name, p in named.items()}  # constants: no graph into the model
         values.update(zip(self.names, params))
-        with _training_mode(self.model, self.statistics == "batch"), frozen_class_statistics(self.model):
+        # copies: whatever a custom module writes into its buffers never reaches the model
+        values.update((name, b.detach().clone()) for name, b in self.model.named_buffers())
+        with probe_mode(self.model, self.statistics):
             logits = torch.func.functional_call(self.model, values, (batch.features, batch.attributes))
         return self.loss_fn(logits, batch.targets)
 
@@ -353,15 +355,3 @@ class Objective:
         return (f"Objective({type(self.model).__name__}, statistics={self.statistics!r}, "
                 f"{len(self.names)} tensors, {self.num_parameters} parameters)")
 
-
-@contextmanager
-def _training_mode(model: nn.Module, training: bool) -> Iterator[None]:
-    """Every submodule in ``training`` mode within the block; each submodule's own flag
-    (which may differ from the root's) is restored on exit, also after an exception."""
-    before = [(m, m.training) for m in model.modules()]
-    try:
-        model.train(training)
-        yield
-    finally:
-        for m, flag in before:
-            m.training = flag

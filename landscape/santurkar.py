@@ -43,8 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from analysis.probe_mode import check_statistics
 from analysis.training import StepInfo, TrainConfig
-from landscape.objective import STATISTICS, Batch, LossFn, Objective
+from landscape.objective import Batch, LossFn, Objective
 
 __all__ = [
     "DEFAULT_MULTIPLIERS",
@@ -234,8 +235,7 @@ class SanturkarProbe:
         self.etas = _etas(etas)
         if not (self.etas > 0).all():
             raise ValueError(f"the probe's step sizes must all be > 0, got {self.etas.tolist()}")
-        if statistics not in STATISTICS:
-            raise ValueError(f"unknown statistics {statistics!r}; choose one of {STATISTICS}")
+        check_statistics(statistics)
         self.loss_fn = loss_fn
         self.parameters = None if parameters is None else list(parameters)
         self.statistics = statistics

@@ -20,7 +20,7 @@ from analysis.data import ZSLData
 from analysis.training import History, TrainConfig, train
 from tests.conftest import TINY_SPEC
 from variance.profiler import (
-    STATISTICS,
+    MOMENTS,
     LayerStatistics,
     VarianceRecorder,
     profile_at_init,
@@ -50,7 +50,7 @@ def _oracle(h: Tensor) -> dict[str, float]:
 
 
 def _assert_stats(stats: LayerStatistics, expected: dict[str, float], rel: float = 1e-12) -> None:
-    for stat in STATISTICS:
+    for stat in MOMENTS:
         assert getattr(stats, stat) == pytest.approx(expected[stat], rel=rel, abs=rel), stat
 
 
@@ -123,7 +123,7 @@ def test_class_standardization_output(k, d, seed):
     rounding = torch.finfo(torch.float32).eps * float((h.abs().amax(0) / (v + eps).sqrt()).max())
     assert abs(train_profile["1"].mean) <= 8 * rounding
     # eval mode: running statistics (0, 1) -> S(h) = h / sqrt(1 + eps)
-    eval_profile = profile_layers(model, a, mode="eval")
+    eval_profile = profile_layers(model, a, statistics="running")
     assert eval_profile["1"].class_variance == pytest.approx(float(v.mean()) / (1 + eps), rel=1e-5, abs=1e-12)
 
 
@@ -194,8 +194,8 @@ def _assert_untouched(model: nn.Module, before: dict[str, Tensor]) -> None:
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_purity(training, mode):
+@pytest.mark.parametrize("statistics", ["batch", "running"])
+def test_purity(training, statistics):
     model = _cn_model()
     model.train(training)
     model.embedder[0].train(not training)  # mixed flags are restored one by one
@@ -203,7 +203,7 @@ def test_purity(training, mode):
     a, z = _attributes(), torch.rand(3, TINY_SPEC.feature_dim, generator=torch.Generator().manual_seed(2))
     before = _snapshot(model)
     rng = torch.get_rng_state()
-    profile_layers(model, a, z, mode=mode)
+    profile_layers(model, a, z, statistics=statistics)
     _assert_untouched(model, before)
     assert [m.training for m in model.modules()] == flags
     assert torch.equal(torch.get_rng_state(), rng)
@@ -324,10 +324,10 @@ def test_errors():
         profile_layers(model, a[0])
     with pytest.raises(ValueError, match=r"attributes must be a 2-D"):
         profile_at_init(_linear_build(12, 32), a[None], seeds=[0, 1])
-    with pytest.raises(ValueError, match=r"unknown mode 'test'.*'train'.*'eval'"):
-        profile_layers(model, a, mode="test")
-    with pytest.raises(ValueError, match=r"unknown mode"):
-        VarianceRecorder(mode="Eval")
+    with pytest.raises(ValueError, match=r"unknown statistics 'train'.*'batch'.*'running'"):
+        profile_layers(model, a, statistics="train")
+    with pytest.raises(ValueError, match=r"unknown statistics"):
+        VarianceRecorder(statistics="Running")
     with pytest.raises(ValueError, match=r"unknown layer name\(s\) \['embedder.99'\].*embedder.0"):
         profile_layers(model, a, layers=["embedder.0", "embedder.99"])
     with pytest.raises(ValueError, match=r"\['head'\] produced no 2-D"):

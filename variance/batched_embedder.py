@@ -90,10 +90,17 @@ def draw_embedder(
     returned (re-using its memory: drawing into fresh memory costs about twice as much).
 
     Raises:
-        ValueError: ``num_inits < 1``, or ``out`` of another config or size.
+        ValueError: ``num_inits < 1``, a normalization other than CN, or ``out`` of another
+            config or size.
     """
     if num_inits < 1:
         raise ValueError(f"num_inits must be at least 1, got {num_inits}")
+    if config.normalization != "cn":
+        raise ValueError(
+            f"the vectorized embedder implements class standardization only, got normalization="
+            f"{config.normalization!r}; profile other normalizations with "
+            f"variance.profile_at_init(build, attributes, seeds=...)"
+        )
     widths = (config.attribute_dim, *config.hidden_dims, config.feature_dim)
     schemes = [config.hidden_init] * len(config.hidden_dims) + [config.final_init]
     if out is None:

@@ -28,18 +28,21 @@ Entries of a profile, in execution order:
   logits, averaged over images).
 
 Profiling is pure (a probe must leave the model as it found it): it runs under
-``torch.no_grad``, with :func:`~analysis.class_standardization.frozen_class_statistics`,
-restores every module's ``training`` flag, every buffer (so a ``BatchNorm`` or any custom
-stateful module is also left unchanged) and the global random state (dropout draws are
-forgotten), and removes its hooks, also when the forward pass raises.
+``torch.no_grad`` and :func:`~analysis.probe_mode.probe_mode`, restores every module's
+``training`` flag, every buffer (so any custom stateful module is also left unchanged)
+and the global random state, and removes its hooks, also when the forward pass raises.
 
-``mode`` picks the statistics that normalization layers use while profiling:
+``statistics`` picks the statistics that normalization layers use while profiling, the
+same choice under the same name as in ``landscape.Objective``:
 
-- ``"train"`` (default): training mode, class standardization (and BatchNorm) normalizes
-  with the statistics of the classes passed in, as in a training step; dropout is active.
-- ``"eval"``: evaluation mode, running statistics.  At init these are zeros and ones, so
-  ``S(h) = h / sqrt(1 + eps)``: the eval profile of a fresh CN model shows the
+- ``"batch"`` (default): training mode, class standardization and BatchNorm normalize
+  with the statistics of the classes passed in, as in a training step;
+- ``"running"``: evaluation mode, running statistics.  At init these are zeros and ones,
+  so ``S(h) = h / sqrt(1 + eps)``: the running profile of a fresh CN model shows the
   un-normalized forward pass.
+
+Dropout is off under both (:mod:`analysis.probe_mode`): a profile is a deterministic
+function of the parameters.
 """
 
 from __future__ import annotations
@@ -54,23 +57,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from analysis.class_standardization import frozen_class_statistics
 from analysis.normalization import normalize_scale_logits
+from analysis.probe_mode import check_statistics, probe_mode
 from analysis.training import StepInfo
 from variance.estimate import Estimate, mean_estimate
 
 __all__ = [
-    "MODES",
+    "MOMENTS",
     "RESERVED_NAMES",
-    "STATISTICS",
     "LayerStatistics",
     "VarianceRecorder",
     "profile_at_init",
     "profile_layers",
 ]
 
-MODES = ("train", "eval")
-STATISTICS = ("mean", "class_variance", "second_moment", "norm_sq")
+MOMENTS = ("mean", "class_variance", "second_moment", "norm_sq")
 RESERVED_NAMES = ("prototypes", "logits_raw", "logits_ns")
 
 
@@ -98,26 +99,18 @@ class LayerStatistics:
 
     @classmethod
     def _from_values(cls, name: str, shape: tuple[int, ...], values: Sequence[float]) -> LayerStatistics:
-        return cls(name, shape, **dict(zip(STATISTICS, values, strict=True)))
+        return cls(name, shape, **dict(zip(MOMENTS, values, strict=True)))
 
     def as_dict(self) -> dict[str, float]:
-        """The four statistics by name (:data:`STATISTICS`)."""
-        return {stat: getattr(self, stat) for stat in STATISTICS}
+        """The four statistics by name (:data:`MOMENTS`)."""
+        return {stat: getattr(self, stat) for stat in MOMENTS}
 
 
 def _moments(h: Tensor) -> Tensor:
-    """:data:`STATISTICS` of ``h`` [K, d], in that order, as a float64 tensor [4]."""
+    """:data:`MOMENTS` of ``h`` [K, d], in that order, as a float64 tensor [4]."""
     h = h.detach().double()
     sq = h.square()
     return torch.stack((h.mean(), h.var(dim=0, correction=0).mean(), sq.mean(), sq.sum(dim=1).mean()))
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(
-            f"unknown mode {mode!r}; choose 'train' (normalize with the statistics of the "
-            f"classes passed in) or 'eval' (running statistics)"
-        )
 
 
 def _check_attributes(attributes: Tensor) -> None:
@@ -202,7 +195,7 @@ def profile_layers(
     *,
     layers: Sequence[str] | None = None,
     gamma: float | None = None,
-    mode: str = "train",
+    statistics: str = "batch",
 ) -> dict[str, LayerStatistics]:
     """Profile one forward pass of ``model`` on ``attributes`` (module docstring).
 
@@ -214,19 +207,20 @@ def profile_layers(
         layers: names (from ``model.named_modules()``) of the modules to hook; ``None``
             hooks every leaf module and keeps those with a 2-D output.
         gamma: NS scale for ``"logits_ns"``; ``None`` reads ``model.head.gamma``.
-        mode: ``"train"`` (class statistics of ``attributes``) or ``"eval"`` (running ones).
+        statistics: ``"batch"`` (normalize with the statistics of ``attributes``) or
+            ``"running"`` (the running ones); dropout is off under both.
 
     Returns:
         ``{name: LayerStatistics}`` in execution order, then ``"prototypes"`` and the logits.
         The model, its buffers, the global RNG and autograd state are left as they were.
 
     Raises:
-        ValueError: ``attributes`` not 2-D; unknown ``mode`` or layer name; a named layer
+        ValueError: ``attributes`` not 2-D; unknown ``statistics`` or layer name; a named layer
             produced no 2-D output; a module name clashes with :data:`RESERVED_NAMES`;
             prototypes not 2-D; ``features`` not ``[B, d_z]``; no valid ``gamma``.
     """
     _check_attributes(attributes)
-    _check_mode(mode)
+    check_statistics(statistics)
     targets = _hook_targets(model, layers)
     if features is not None:
         if not isinstance(features, Tensor) or features.ndim != 2:
@@ -251,9 +245,8 @@ def profile_layers(
     handles: list[torch.utils.hooks.RemovableHandle] = []
     with _restored_state(model):
         try:
-            with torch.no_grad(), frozen_class_statistics(model), \
+            with torch.no_grad(), probe_mode(model, statistics), \
                     torch.random.fork_rng(devices=_cuda_devices(model)):
-                model.train(mode == "train")
                 handles = [m.register_forward_hook(make_hook(name)) for name, m in targets]
                 embed = getattr(model, "prototypes", None)
                 prototypes = embed(attributes) if callable(embed) else model(attributes)
@@ -303,7 +296,7 @@ def profile_at_init(
     seeds: Sequence[int],
     layers: Sequence[str] | None = None,
     gamma: float | None = None,
-    mode: str = "train",
+    statistics: str = "batch",
 ) -> dict[str, dict[str, Estimate]]:
     """Monte Carlo profile over initializations: the mean of each statistic over seeds.
 
@@ -317,11 +310,11 @@ def profile_at_init(
 
     Args:
         build: makes a fresh model from a generator; it must draw every weight from it.
-        attributes, features, layers, gamma, mode: as in :func:`profile_layers`.
+        attributes, features, layers, gamma, statistics: as in :func:`profile_layers`.
         seeds: at least 2 distinct integers (one model each).
 
     Returns:
-        ``{layer: {statistic: Estimate}}`` with the statistics of :data:`STATISTICS`.
+        ``{layer: {statistic: Estimate}}`` with the statistics of :data:`MOMENTS`.
 
     Raises:
         ValueError: fewer than 2 seeds or a repeated seed; the models of two seeds have
@@ -337,13 +330,13 @@ def profile_at_init(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct (repeated models are not independent samples), got {seeds}")
     _check_attributes(attributes)
-    _check_mode(mode)
+    check_statistics(statistics)
     profiles: list[dict[str, LayerStatistics]] = []
     for seed in seeds:
         model = build(torch.Generator().manual_seed(seed))
         if not isinstance(model, nn.Module):
             raise TypeError(f"build must return an nn.Module, got {type(model).__name__} for seed {seed}")
-        profiles.append(profile_layers(model, attributes, features, layers=layers, gamma=gamma, mode=mode))
+        profiles.append(profile_layers(model, attributes, features, layers=layers, gamma=gamma, statistics=statistics))
     names = list(profiles[0])
     for seed, profile in zip(seeds, profiles):
         if list(profile) != names:
@@ -354,7 +347,7 @@ def profile_at_init(
     return {
         name: {stat: mean_estimate(torch.tensor([getattr(p[name], stat) for p in profiles],
                                                 dtype=torch.float64))
-               for stat in STATISTICS}
+               for stat in MOMENTS}
         for name in names
     }
 
@@ -370,21 +363,21 @@ class VarianceRecorder:
 
     Args:
         every: profile every ``every``-th step (each profile costs about one forward pass).
-        layers, gamma, mode: as in :func:`profile_layers`.
+        layers, gamma, statistics: as in :func:`profile_layers`.
         use_features: also record the logits on the step's image batch.
 
     Raises:
-        ValueError: ``every`` is not a positive integer, or ``mode`` is unknown.
+        ValueError: ``every`` is not a positive integer, or ``statistics`` is unknown.
     """
 
     def __init__(
         self, every: int = 1, *, layers: Sequence[str] | None = None, gamma: float | None = None,
-        mode: str = "train", use_features: bool = True,
+        statistics: str = "batch", use_features: bool = True,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer (record every n-th step), got {every!r}")
-        _check_mode(mode)
-        self.every, self.layers, self.gamma, self.mode = every, layers, gamma, mode
+        check_statistics(statistics)
+        self.every, self.layers, self.gamma, self.statistics = every, layers, gamma, statistics
         self.use_features = use_features
         self.records: list[tuple[int, int, dict[str, LayerStatistics]]] = []
 
@@ -393,7 +386,7 @@ class VarianceRecorder:
             return
         features = info.features if self.use_features else None
         profile = profile_layers(info.model, info.attributes, features, layers=self.layers,
-                                 gamma=self.gamma, mode=self.mode)
+                                 gamma=self.gamma, statistics=self.statistics)
         self.records.append((info.step, info.epoch, profile))
 
     @property
@@ -409,9 +402,9 @@ class VarianceRecorder:
     def as_arrays(self) -> dict[str, dict[str, np.ndarray]]:
         """``{layer: {statistic: float64 [n]}}`` over the records (NaN where a layer is absent)."""
         names = list(dict.fromkeys(name for _, _, profile in self.records for name in profile))
-        out = {name: {stat: np.full(len(self.records), np.nan) for stat in STATISTICS} for name in names}
+        out = {name: {stat: np.full(len(self.records), np.nan) for stat in MOMENTS} for name in names}
         for i, (_, _, profile) in enumerate(self.records):
             for name, stats in profile.items():
-                for stat in STATISTICS:
+                for stat in MOMENTS:
                     out[name][stat][i] = getattr(stats, stat)
         return out
