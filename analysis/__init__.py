@@ -26,6 +26,7 @@ from analysis.metrics import (
     zsl_accuracy,
 )
 from analysis.model import (
+    NORMALIZATIONS,
     PRESETS,
     AttributeEmbedderModel,
     ClassifierConfig,
@@ -34,6 +35,7 @@ from analysis.model import (
     preset_config,
 )
 from analysis.normalization import NormalizeScale, normalize_attributes, normalize_scale_logits
+from analysis.probe_mode import probe_mode
 from analysis.synthetic import (
     SYNTHETIC_PRESETS,
     SyntheticSpec,
@@ -43,17 +45,19 @@ from analysis.synthetic import (
     synthetic_spec,
 )
 from analysis.training import History, StepInfo, TrainConfig, build_model, resolve_device, train, train_model
+from analysis.user_model import MODEL_CONTRACT, ModelContractError, ModelSpec, check_model, resolve_model
 
 __all__ = [
-    "DATASETS", "INIT_SCHEMES", "PRESETS", "SYNTHETIC_PRESETS",
+    "DATASETS", "INIT_SCHEMES", "MODEL_CONTRACT", "NORMALIZATIONS", "PRESETS", "SYNTHETIC_PRESETS",
     "AttSplits", "AttributeEmbedderModel", "ClassStandardization", "ClassifierConfig", "DataError",
-    "EmbedderConfig", "GZSLResult", "History", "LinearClassifier", "NormalizeScale", "StepInfo",
+    "EmbedderConfig", "GZSLResult", "History", "LinearClassifier", "ModelContractError", "ModelSpec",
+    "NormalizeScale", "StepInfo",
     "SyntheticSpec", "TrainConfig", "TrainRun", "ZSLData", "ZSLEvaluation",
-    "ausuc", "build_model", "calibrated_predictions", "class_logits", "class_standardize",
+    "ausuc", "build_model", "calibrated_predictions", "check_model", "class_logits", "class_standardize",
     "class_statistics", "default_seen_logit_scale", "evaluate", "frozen_class_statistics",
     "gzsl_accuracies", "harmonic_mean", "init_linear_", "load_checkpoint", "load_dataset",
     "load_gbu", "make_semi_synthetic", "make_synthetic", "normalize_attributes",
-    "normalize_scale_logits", "per_class_accuracy", "preset_config", "read_att_splits",
-    "read_res101", "resolve_device", "run_train", "save_checkpoint", "synthesize_features",
+    "normalize_scale_logits", "per_class_accuracy", "preset_config", "probe_mode", "read_att_splits",
+    "read_res101", "resolve_device", "resolve_model", "run_train", "save_checkpoint", "synthesize_features",
     "synthetic_spec", "train", "train_model", "weight_variance", "zsl_accuracy",
 ]
