@@ -158,3 +158,30 @@ def test_building_a_seeded_model_leaves_the_global_rng_alone():
                            generator=torch.Generator().manual_seed(0))
     LinearClassifier(ClassifierConfig(num_classes=2, feature_dim=4), generator=torch.Generator().manual_seed(0))
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("name, layer", [("bn", nn.BatchNorm1d), ("ln", nn.LayerNorm), ("rmsnorm", nn.RMSNorm)])
+def test_zoo_presets_differ_from_cn_only_in_the_normalization(name, layer):
+    """Same seed, same Linear weights as the CN preset; the normalization sits where CN sits."""
+    cn = AttributeEmbedderModel(preset_config("cn", 12, 32, hidden_dims=(16, 8)), generator=torch.Generator().manual_seed(3))
+    zoo = AttributeEmbedderModel(preset_config(name, 12, 32, hidden_dims=(16, 8)), generator=torch.Generator().manual_seed(3))
+    kinds = [type(m) for m in zoo.embedder]
+    assert kinds == [layer if isinstance(m, ClassStandardization) else type(m) for m in cn.embedder]
+    linears = [(a, b) for a, b in zip(cn.embedder, zoo.embedder) if isinstance(a, nn.Linear)]
+    assert len(linears) == 3 and all(torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias) for a, b in linears)
+    assert zoo.config.final_init == "eq10" and zoo.config.normalization == name
+
+
+def test_batchnorm_preset_at_init_is_class_standardization_in_training_mode():
+    """BatchNorm over the class axis with weight 1, bias 0 and the biased batch variance is
+    Eq. (9): the bn and cn presets give the same logits at init (float64)."""
+    g = torch.Generator().manual_seed(0)
+    a, z = torch.rand(9, 12, generator=g, dtype=torch.float64), torch.rand(4, 32, generator=g, dtype=torch.float64)
+    models = [AttributeEmbedderModel(preset_config(p, 12, 32, hidden_dims=(16, 8)),
+                                     generator=torch.Generator().manual_seed(3)).double().train() for p in ("cn", "bn")]
+    torch.testing.assert_close(models[0](z, a), models[1](z, a), rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_normalization_is_refused():
+    with pytest.raises(ValueError, match=r"unknown normalization 'gn'; choose one of \('cn', 'bn', 'ln', 'rmsnorm'\)"):
+        EmbedderConfig(12, normalization="gn")

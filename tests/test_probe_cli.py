@@ -191,6 +191,8 @@ def test_out_that_is_a_file_is_refused(tmp_path, no_training, capsys):
 
 
 def test_model_kwargs_reach_the_builder_and_models_are_checked_on_a_copy():
+    by_module = resolve_model("examples.residual_layernorm:ResidualLayerNormEmbedder", {"width": 8})
+    assert by_module.label == "ResidualLayerNormEmbedder" and by_module.build(5, 7).out.in_features == 8
     spec = resolve_model(RESIDUAL, {"width": 8, "depth": 3})
     model = spec.build(5, 7, torch.Generator().manual_seed(0))
     assert len(model.blocks) == 3 and model.inp.out_features == 8

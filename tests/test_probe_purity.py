@@ -244,3 +244,34 @@ def test_probe_mode_freezes_batchnorm_and_turns_dropout_off():
     with pytest.raises(ValueError, match=r"unknown statistics 'eval'.*'batch'.*'running'"):
         with probe_mode(model, "eval"):
             pass
+
+
+class _CustomRunningMean(nn.Module):
+    """A module of the user's own that writes a running mean into a buffer in training mode:
+    the probe mode cannot know it, the buffer copies of Objective keep it out of the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(D_A, D_Z)
+        self.register_buffer("running", torch.zeros(D_Z))
+
+    def forward(self, features: Tensor, attributes: Tensor) -> Tensor:
+        p = self.lin(attributes)
+        if self.training:
+            with torch.no_grad():
+                self.running.mul_(0.9).add_(0.1 * p.mean(0))
+        return features @ p.T
+
+
+def test_a_custom_buffer_update_never_reaches_the_model():
+    model = _CustomRunningMean().double()
+    before = snapshot(model)
+    batch = _batch()
+    objective = Objective(model)
+    v = torch.ones(objective.num_parameters, dtype=torch.float64)
+    expected = _dense_hessian(model, batch, "batch") @ v
+    for method in ("double_backward", "forward_over_reverse"):
+        torch.testing.assert_close(hessian_vector_product(objective, objective.params(), v, [batch], method=method),
+                                   expected, rtol=1e-10, atol=1e-12)
+    assert_unchanged(model, before)
+    assert torch.equal(model.running, torch.zeros(D_Z, dtype=torch.float64))

@@ -189,3 +189,12 @@ def test_same_generator_seed_same_draws_whatever_the_chunking_of_streams():
     assert not torch.equal(a.layers[0].weight, c.layers[0].weight)
     one = draw_embedder(cfg, 1, generator=_gen(7))  # fewer inits than random streams
     assert torch.isfinite(one.layers[-1].weight).all() and one.layers[-1].weight.abs().max() > 0
+
+
+def test_vectorized_embedder_refuses_other_normalizations():
+    """The vectorized Monte Carlo implements class standardization only: another layer of the
+    zoo would be silently replaced by CN, so it is refused with the way out."""
+    from variance.batched_embedder import draw_embedder
+
+    with pytest.raises(ValueError, match=r"normalization='ln'.*variance.profile_at_init"):
+        draw_embedder(EmbedderConfig(12, 32, hidden_dims=(8,), normalization="ln"), 2)
