@@ -73,10 +73,10 @@ METRICS = ("zsl_unseen", "gzsl_unseen", "gzsl_seen", "gzsl_harmonic", "ausuc")
 # Budgets of the full run and of --fast (the whole command in minutes on two CPU cores).
 FULL_BUDGET: dict[str, int] = {"epochs": 50, "init_seeds": 16, "probe_every": 100, "top_k": 5,
                                "trace_probes": 30, "slq_probes": 4, "slq_steps": 40, "slice_points": 11,
-                               "probe_samples": 2048, "lanczos_steps": 40}
+                               "probe_samples": 2048, "lanczos_steps": 40, "spectrum_steps": 150}
 FAST_BUDGET: dict[str, int] = {"epochs": 2, "init_seeds": 4, "probe_every": 20, "top_k": 3,
                                "trace_probes": 8, "slq_probes": 2, "slq_steps": 12, "slice_points": 5,
-                               "probe_samples": 256, "lanczos_steps": 12}
+                               "probe_samples": 256, "lanczos_steps": 12, "spectrum_steps": 24}
 _GAMMA_DEFAULT = 5.0  # NS scale for logits_ns of a model without head.gamma (the reference recipe)
 _ETA_MULTIPLIERS = (0.5, 1.0, 2.0, 4.0, 8.0)  # x the learning rate: Santurkar step sizes
 
@@ -103,7 +103,8 @@ class ProbeRun:
     slq_steps: int = FULL_BUDGET["slq_steps"]
     slice_points: int = FULL_BUDGET["slice_points"]  # per axis of the 2-D slice
     probe_samples: int = FULL_BUDGET["probe_samples"]  # trainval samples of the trained-point probes
-    lanczos_steps: int = FULL_BUDGET["lanczos_steps"]  # Krylov limit of every Lanczos run
+    lanczos_steps: int = FULL_BUDGET["lanczos_steps"]  # Krylov limit of the top-1 runs (trajectory, per layer)
+    spectrum_steps: int = FULL_BUDGET["spectrum_steps"]  # Krylov limit of the top-k run at the trained point
     lanczos_tol: float = 1e-3  # relative residual of the top eigenvalues
     device: str = "auto"
     fast: bool = False  # recorded only: the budgets above are what ran
@@ -242,7 +243,7 @@ def _spectrum(model: nn.Module, data: ZSLData, run: ProbeRun, device: torch.devi
     op = HessianOperator(objective, [batch])
     loss = log.run("loss", model, lambda: float(objective.loss(objective.params(), batch)))
     top = log.run("lanczos", model, lambda: lanczos_top_eigenvalues(
-        op.matvec, n, k=min(run.top_k, n), tol=run.lanczos_tol, max_steps=max(run.lanczos_steps, 2 * run.top_k), **kw))
+        op.matvec, n, k=min(run.top_k, n), tol=run.lanczos_tol, max_steps=max(run.spectrum_steps, 2 * run.top_k), **kw))
     trace = log.run("hutchinson_trace", model, lambda: hutchinson_trace(op.matvec, n, run.trace_probes, **kw))
     density = log.run("spectral_density", model, lambda: spectral_density(
         op.matvec, n, num_probes=run.slq_probes, num_steps=min(run.slq_steps, n), **kw))

@@ -18,7 +18,7 @@ from figures.probe_battery import ProbeRun
 from tests.conftest import REPO
 
 TINY = {"epochs": 1, "init_seeds": 3, "probe_every": 2, "top_k": 2, "trace_probes": 4, "slq_probes": 2,
-        "slq_steps": 6, "slice_points": 3, "probe_samples": 64, "lanczos_steps": 12}
+        "slq_steps": 6, "slice_points": 3, "probe_samples": 64, "lanczos_steps": 12, "spectrum_steps": 12}
 RESIDUAL = f"{REPO}/examples/residual_layernorm.py:ResidualLayerNormEmbedder"
 FACTORY = f"{REPO}/examples/batchnorm_dropout.py:batchnorm_dropout_embedder"
 
