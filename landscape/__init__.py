@@ -29,6 +29,7 @@ from landscape.slices import (
     plot_slice_2d,
 )
 from landscape.spectral_density import SpectralDensity, plot_spectral_density, spectral_density
+from landscape.xtrace import xtrace
 
 __all__ = [
     "MODEL_KINDS", "Batch", "EigenResult", "HessianOperator", "LandscapeRun", "Objective",
@@ -37,5 +38,5 @@ __all__ = [
     "gradient_norms_by_layer", "gradient_predictiveness", "hessian_vector_product", "hutchinson_trace",
     "hutchpp_trace", "lanczos_top_eigenvalues", "lanczos_tridiagonal", "loss_slice_1d", "loss_slice_2d",
     "loss_variation", "model_config", "parameter_names", "plot_slice_1d", "plot_slice_2d", "plot_spectral_density",
-    "power_iteration", "run_landscape", "santurkar_measure", "spectral_density", "zsl_batches",
+    "power_iteration", "run_landscape", "santurkar_measure", "spectral_density", "xtrace", "zsl_batches",
 ]

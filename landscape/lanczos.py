@@ -61,9 +61,10 @@ class EigenResult(NamedTuple):
 
     eigenvalues: Tensor  # [k] float64, CPU
     eigenvectors: Tensor  # [k, n] unit rows, working dtype and device
-    residuals: Tensor  # [k] explicit ||A y - theta y|| (float64, CPU)
-    num_matvecs: int  # every product with A, the explicit residual checks included
-    converged: bool  # every residual <= tol * max(|theta|, scale), restarts certified
+    residuals: Tensor  # [k] ||A y - theta y|| from the recurrence, no matvec (float64, CPU)
+    num_matvecs: int  # every product with A
+    converged: bool  # every error bound <= tol * |theta| (see lanczos_top_eigenvalues)
+    error_estimates: Tensor  # [k] estimated |lambda - theta|, min(r, r^2 / gap) (float64, CPU)
 
 
 class PowerIterationResult(NamedTuple):
@@ -184,7 +185,7 @@ class _Lanczos:
         self.reorthogonalize = reorthogonalize
         self.keep_all = reorthogonalize or keep_basis  # otherwise a 2-row ring buffer: O(n) memory
         self.breakdown_tol = breakdown_tol
-        rows = capacity if self.keep_all else 2
+        rows = capacity + 1 if self.keep_all else 2  # + q_{m+1}: A Y = Y diag(theta) + beta_m q_{m+1} s_m^T
         # uninitialized: rows are written before they are read, and zero-filling a
         # [capacity, n] block (hundreds of MB for a 3 M-parameter model) costs seconds
         self.vectors = start.new_empty(rows, start.shape[0])
@@ -245,7 +246,7 @@ class _Lanczos:
         self.beta.append(beta)
         if beta <= self.breakdown_tol * self.scale:
             self.breakdown = True
-        elif j + 1 < self.capacity:
+        elif j + 1 < self.capacity or self.keep_all:
             torch.div(w, beta, out=self.vectors[self._row(j + 1)])
 
     def tridiagonal(self) -> Tensor:
@@ -256,6 +257,10 @@ class _Lanczos:
 
     def basis(self) -> Tensor:
         return self.vectors[: self.size]
+
+    def next_vector(self) -> Tensor | None:
+        """``q_{m+1}``, the normalized residual after the last step (None after a breakdown)."""
+        return None if self.breakdown else self.vectors[self.size]
 
 
 def _default_breakdown_tol(dtype: torch.dtype) -> float:
@@ -351,18 +356,51 @@ def lanczos_tridiagonal(
     )
 
 
-def _converge_run(run: _Lanczos, target: int, tol: float, scale: float, locked: Tensor,
-                  ) -> tuple[Tensor, Tensor, Tensor, bool, int, float]:
-    """Step ``run`` until its ``target`` largest Ritz pairs converge or it is exhausted.
+class _RunResult(NamedTuple):
+    theta: Tensor  # [t] top Ritz values, descending (float64, CPU)
+    vectors: Tensor  # [t, n] their Ritz vectors (working dtype/device)
+    images: Tensor  # [t, n] A y_i = theta_i y_i + beta_m s_{m,i} q_{m+1}, no matvec
+    residuals: Tensor  # [t] beta_m |s_{m,i}| (float64, CPU)
+    others: Tensor  # [m - t] the remaining Ritz values (their gaps enter the bounds)
+    converged: bool
 
-    Cheap test (Golub & Van Loan 10.1.4): for ``T = S diag(theta) S^T`` the Ritz pair
-    ``(theta_i, Q^T s_i)`` has residual exactly ``beta_m |S[m-1, i]|`` in exact arithmetic.
-    When all wanted pairs pass, one explicit matvec per vector confirms it, on the
-    residual of the deflated operator, ``(I - Y^T Y)(A y - theta y)`` (the part along the
-    locked ``Y`` is removed by the final Rayleigh-Ritz step).
-    Returns (theta [t] descending, Y [t, n], A Y [t, n], ok, extra matvecs, scale).
+
+def _error_estimates(theta: Tensor, residuals: Tensor, others: Tensor) -> Tensor:
+    """Estimated eigenvalue errors ``min(r, r^2 / delta)`` of Ritz pairs (Parlett, *The
+    Symmetric Eigenvalue Problem*, 11.7).
+
+    For a unit ``y`` with ``||A y - theta y|| = r`` an eigenvalue of ``A`` lies within ``r``
+    of ``theta`` (Krylov-Bogoliubov: a bound), and within ``r^2 / delta`` when no other
+    eigenvalue is closer than ``delta`` (Kato-Temple).  ``delta`` is estimated by the
+    distance to the nearest other Ritz value, which overestimates the true gap while the
+    neighbours have not converged: an estimate of the error, not a bound (``r`` when no
+    other Ritz value is known).
     """
-    extra = 0
+    allv = torch.cat([theta, others])
+    estimates = residuals.clone()
+    for i in range(theta.numel()):
+        dist = (allv - theta[i]).abs()
+        dist[i] = math.inf
+        delta = float(dist.min())
+        if 0 < delta < math.inf:
+            estimates[i] = min(float(residuals[i]), float(residuals[i]) ** 2 / delta)
+    return estimates
+
+
+def _tolerance(theta: Tensor, tol: float, scale: float, eps: float) -> Tensor:
+    """``max(tol |theta|, 100 eps scale)``: relative to the eigenvalue, but never below the
+    rounding level of the matvecs (an eigenvalue at zero can only be found to that)."""
+    return torch.clamp(tol * theta.abs(), min=100 * eps * scale)
+
+
+def _converge_run(run: _Lanczos, target: int, tol: float, eps: float) -> _RunResult:
+    """Step ``run`` until the error bounds of its ``target`` largest Ritz values meet ``tol``.
+
+    For ``T = S diag(theta) S^T`` the Ritz pair ``(theta_i, y_i = Q^T s_i)`` has residual
+    ``A y_i - theta_i y_i = beta_m s_{m,i} q_{m+1}`` (Golub & Van Loan 10.1.4; exact up to
+    rounding under full reorthogonalization), so its norm ``beta_m |s_{m,i}|`` and the
+    eigenvalue bound of :func:`_error_bounds` cost no matvec, and neither does ``A y_i``.
+    """
     while True:
         run.step()
         m = run.size
@@ -370,36 +408,36 @@ def _converge_run(run: _Lanczos, target: int, tol: float, scale: float, locked: 
             continue
         theta, vecs = torch.linalg.eigh(run.tridiagonal())  # ascending
         t = min(target, m)
-        idx = torch.arange(m - 1, m - 1 - t, -1)
-        scale = max(scale, float(theta.abs().max()))
-        bound = tol * torch.clamp(theta[idx].abs(), min=scale)
-        estimate = (run.beta[-1] * vecs[m - 1, idx]).abs()
-        if not (run.exhausted or bool((estimate <= bound).all())):
+        top, rest = torch.arange(m - 1, m - 1 - t, -1), torch.arange(0, m - t)
+        run.scale = max(run.scale, float(theta.abs().max()))
+        residuals = (run.beta[-1] * vecs[m - 1, top]).abs()
+        if run.breakdown:
+            residuals = torch.zeros_like(residuals)  # span(Q) is invariant: Ritz pairs are eigenpairs
+        ok = bool((residuals <= _tolerance(theta[top], tol, run.scale, eps)).all())
+        if not (ok or run.exhausted):
             continue
         basis = run.basis()
-        ritz = vecs[:, idx].T.to(dtype=basis.dtype, device=basis.device) @ basis  # [t, n]
-        ritz = ritz / ritz.norm(dim=1, keepdim=True)
-        a_ritz = torch.stack([_apply(run.matvec, y) for y in ritz])  # [t, n]
-        extra += t
-        r = a_ritz - theta[idx].to(dtype=ritz.dtype, device=ritz.device)[:, None] * ritz
-        r = r - (r @ locked.T) @ locked  # [t, n], deflated residuals
-        ok = bool((r.norm(dim=1).double().cpu() <= bound).all())
-        if ok or run.exhausted:
-            return theta[idx], ritz, a_ritz, ok, extra, scale
+        s = vecs[:, top].to(dtype=basis.dtype, device=basis.device)  # [m, t]
+        ritz = s.T @ basis  # [t, n]
+        images = theta[top].to(dtype=basis.dtype, device=basis.device)[:, None] * ritz
+        q_next = run.next_vector()
+        if q_next is not None:
+            images = images + (run.beta[-1] * s[m - 1])[:, None] * q_next[None, :]
+        return _RunResult(theta[top], ritz, images, residuals, theta[rest], ok)
 
 
-def _rayleigh_ritz(y: Tensor, ay: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _rayleigh_ritz(y: Tensor, ay: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Rayleigh-Ritz on span(rows of ``y``) [p, n] given ``ay = A y`` [p, n] (no matvec).
 
     ``H = sym(y ay^T) = U diag(theta) U^T``; returns (theta [p] float64 CPU, ``U^T y``,
-    residual norms ``||U^T ay - theta U^T y||`` [p] float64 CPU).
+    ``U^T ay``, residual norms ``||U^T ay - theta U^T y||`` [p] float64 CPU).
     """
     h = (y @ ay.T).double().cpu()
     theta, u = torch.linalg.eigh((h + h.T) / 2)
     u_w = u.T.to(dtype=y.dtype, device=y.device)
     z, az = u_w @ y, u_w @ ay
     res = (az - theta.to(dtype=y.dtype, device=y.device)[:, None] * z).norm(dim=1).double().cpu()
-    return theta, z, res
+    return theta, z, az, res
 
 
 def _restart_vector(n: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device,
@@ -426,13 +464,14 @@ def lanczos_top_eigenvalues(
     k: int = 1,
     *,
     which: Literal["largest", "smallest"] = "largest",
-    tol: float | None = None,
+    tol: float = 1e-3,
     max_steps: int | None = None,
     start: Tensor | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     start_distribution: Literal["rademacher", "gaussian"] = "rademacher",
+    certify: bool = False,
 ) -> EigenResult:
     """The ``k`` largest (or smallest) *algebraic* eigenvalues of a symmetric ``A`` and their vectors.
 
@@ -440,57 +479,66 @@ def lanczos_top_eigenvalues(
     it returns 3 (``which="smallest"`` returns -10).  ``which="smallest"`` runs the same
     algorithm on ``-A``.
 
-    Algorithm (Lanczos with full reorthogonalization, locking and restarts; Golub & Van
-    Loan ch. 10, Paige 1980): grow the Krylov space ``K_m(A, q_1)`` one matvec at a
-    time; after each step take the Ritz pairs ``(theta_i, y_i = Q^T s_i)`` of
-    ``T = S diag(theta) S^T`` (``torch.linalg.eigh``) and stop when every wanted pair has
-    the cheap residual estimate ``beta_m |S[m-1, i]| <= tol * max(|theta_i|, scale)``,
-    ``scale`` being the largest ``|theta|`` seen (an estimate of ``||A||_2`` that keeps the
-    test meaningful for eigenvalues near 0); one explicit matvec per returned vector
-    confirms ``||A y - theta y|| <= tol * max(|theta|, scale)`` (the returned
-    ``residuals`` are these explicit norms).
-    A single Krylov space holds only one direction of each eigenspace, so it cannot
-    see a repeated eigenvalue twice; converged pairs are therefore *locked* and Lanczos
-    restarts from a random vector orthogonal to them (deflation), each restart converging
-    the top pair of the complement.  A restart's pair joins the result while it beats the
-    current k-th value by more than the tolerance; once it does not, the result is final.
-    This costs at least one extra run (the certification) but finds multiplicities.
-    A last Rayleigh-Ritz step on the span of all locked vectors (their images under ``A``
-    are kept from the explicit checks: no extra matvec) removes the couplings that the
-    locked pairs' small residuals leave between runs.  Eigenvalues closer together than
-    about ``tol * scale`` cannot be told apart by a residual test: inside such a cluster
-    a returned value may stand for a neighbour (it is still within the residual of an
-    eigenvalue).
+    Algorithm (Lanczos with full reorthogonalization; Golub & Van Loan ch. 10, Parlett ch.
+    11-13): grow the Krylov space ``K_m(A, q_1)`` one matvec at a time; after each step
+    take the Ritz pairs ``(theta_i, y_i)`` of ``T = S diag(theta) S^T`` and stop as soon as
+    each of the ``k`` wanted ones has
+
+        r_i = ||A y_i - theta_i y_i|| = beta_m |S[m-1, i]|  <=  tol * |theta_i|,
+
+    a relative tolerance on the **eigenvalue**: some eigenvalue of ``A`` lies within
+    ``r_i`` of ``theta_i`` (Krylov-Bogoliubov), so each returned value is within
+    ``tol`` relative of an eigenvalue (or within the rounding level ``100 eps ||A||`` of
+    one, for eigenvalues too close to zero for a relative tolerance).  ``r_i`` comes from the tridiagonal for
+    free: no matvec is spent on checking convergence, and none on the returned
+    ``residuals``.  The actual error is usually far smaller, about ``r_i^2 / gap``
+    (Kato-Temple): ``error_estimates`` reports ``min(r_i, r_i^2 / delta_i)`` with
+    ``delta_i`` the distance to the nearest other Ritz value (an estimate, not a bound).
+
+    A single Krylov space holds one direction of each eigenspace, so an exactly repeated
+    eigenvalue (a zero gap) is returned once by default, followed by the next distinct
+    one; every returned value is still within its bound of an eigenvalue of ``A``.  With
+    ``certify=True`` converged pairs are locked and Lanczos restarts in their orthogonal
+    complement until a restart's top Ritz value no longer beats the ``k``-th (deflation),
+    which finds multiplicities at the price of at least one more run; a last
+    Rayleigh-Ritz step on all locked vectors (their images under ``A`` come from the
+    recurrence) removes the couplings between runs.
 
     Args:
         matvec: ``v [n] -> A v [n]`` for a symmetric ``A``.
         n: dimension of ``A``.
         k: number of eigenpairs, ``1 <= k <= n``.
         which: "largest" (largest algebraic, default) or "smallest" (smallest algebraic).
-        tol: relative residual tolerance (default 1e-8 in float64, 1e-4 in float32); must
-            be at least ``10 * eps(dtype)`` and below 1.
-        max_steps: Krylov dimension limit of each run (default ``100 + 10 k``; capped at ``n``).
+        tol: relative tolerance on each eigenvalue (default 1e-3), in ``[10 eps, 1)``.
+        max_steps: Krylov dimension limit of each run (default ``100 + 20 k``; capped at
+            ``n``).  The basis is stored (``max_steps x n`` numbers), the price of full
+            reorthogonalization; a run stops as soon as its values meet ``tol``.
         start: start vector of the first run (None: random from ``generator``); restarts
             still draw from ``generator``.
         generator: source of the random start vectors (None: fresh OS-seeded generator).
         dtype, device: working precision (float32/float64) and device (default: the
             start's, else float64 on CPU).
         start_distribution: "rademacher" or "gaussian" random starts.
+        certify: restart in the complement of the converged pairs until no eigenvalue above
+            the ``k``-th is missing (finds repeated eigenvalues; costs at least one run more).
 
     Returns:
         :class:`EigenResult`: eigenvalues [k] (most extreme first), unit eigenvectors
-        [k, n], explicit residuals [k], the total number of matvecs, and ``converged``
-        (False when a run hit ``max_steps`` before its pairs met the tolerance).
+        [k, n], residual norms [k] (bounds on the distance to the nearest eigenvalue) and
+        error estimates [k] from the recurrence, the number of matvecs, and ``converged``
+        (False when ``max_steps`` ran out before every residual met ``tol``; the residuals
+        then say how far off each value may be).
 
     Raises:
         ValueError: ``k < 1`` or ``k > n``, an unknown ``which``, a bad ``tol`` or
             ``max_steps``, a zero/misshapen start, or a misshapen/non-finite matvec output.
         TypeError: non-integer ``n``, ``k``, ``max_steps``; a non-generator ``generator``.
 
-    Example::
+    Example (relations, not pinned numbers)::
 
         res = lanczos_top_eigenvalues(lambda v: A @ v, n, k=3, generator=g)
-        # (A @ res.eigenvectors.T - res.eigenvectors.T * res.eigenvalues).norm(dim=0) == res.residuals
+        # (A @ res.eigenvectors.T - res.eigenvectors.T * res.eigenvalues).norm(dim=0) ~= res.residuals
+        # |eigvalsh(A)[-1] - res.eigenvalues[0]| <= res.residuals[0]  (the nearest eigenvalue)
     """
     n = _check_positive_int("n", n)
     k = _check_positive_int("k", k, n)
@@ -498,13 +546,11 @@ def lanczos_top_eigenvalues(
         raise ValueError(f"which must be 'largest' or 'smallest' (algebraic), got {which!r}")
     dtype, dev = _working_dtype_device(start, dtype, device)
     eps = torch.finfo(dtype).eps
-    if tol is None:
-        tol = 1e-8 if dtype == torch.float64 else 1e-4
-    if not (10 * eps <= tol < 1.0):
+    if not (isinstance(tol, (int, float)) and 10 * eps <= tol < 1.0):
         raise ValueError(f"tol={tol} must lie in [10 * eps = {10 * eps:.2g}, 1) for {dtype}; "
                          "use a larger tol or float64")
     if max_steps is None:
-        max_steps = 100 + 10 * k
+        max_steps = 100 + 20 * k
     # a cap, not a request: a Krylov space cannot exceed n (tiny models have n < 40)
     max_steps = min(_check_positive_int("max_steps", max_steps), n)
     if max_steps < k:
@@ -517,46 +563,45 @@ def lanczos_top_eigenvalues(
 
     sign = 1.0 if which == "largest" else -1.0
     op: Matvec = matvec if sign > 0 else (lambda v: -matvec(v))
-    locked = torch.zeros(0, n, dtype=dtype, device=dev)  # [p, n] locked Ritz vectors
-    a_locked = torch.zeros(0, n, dtype=dtype, device=dev)  # [p, n] their images under A
-    locked_vals: list[float] = []
-    num_matvecs, converged, scale = 0, True, 0.0
     breakdown_tol = _default_breakdown_tol(dtype)
-    while len(locked_vals) < n:
-        if start is not None and not locked_vals:
-            v0: Tensor | None = start
-        else:
-            v0 = _restart_vector(n, gen, dtype, dev, start_distribution, locked)
-            if v0 is None:  # the locked vectors span the whole space
-                break
-        target = max(1, k - len(locked_vals))
-        run = _Lanczos(op, v0, min(max_steps, n - len(locked_vals)), locked=locked,
-                       reorthogonalize=True, keep_basis=True, breakdown_tol=breakdown_tol, scale=scale)
-        theta, vecs, a_vecs, ok, extra, scale = _converge_run(run, target, tol, scale, locked)
-        num_matvecs += run.size + extra
-        converged = converged and ok
-        if len(locked_vals) >= k:  # a certification run: does the complement beat the k-th value?
-            kth = sorted(locked_vals, reverse=True)[k - 1]
-            if float(theta[0]) <= kth + tol * max(abs(kth), scale):
-                break
-            theta, vecs, a_vecs = theta[:1], vecs[:1], a_vecs[:1]  # only its top pair has converged
-        locked_vals += theta.tolist()
-        locked = torch.cat([locked, vecs])
-        a_locked = torch.cat([a_locked, a_vecs])
-        if not ok and len(locked_vals) >= k:  # max_steps too small: report, do not retry
+    v0 = start if start is not None else _random_vector(n, gen, dtype, dev, start_distribution)
+    run = _Lanczos(op, v0, max_steps, locked=None, reorthogonalize=True, keep_basis=True,
+                   breakdown_tol=breakdown_tol)
+    first = _converge_run(run, k, tol, eps)
+    num_matvecs, scale = run.size, run.scale
+    if not certify:
+        return EigenResult(
+            eigenvalues=sign * first.theta, eigenvectors=first.vectors, residuals=first.residuals,
+            num_matvecs=num_matvecs, converged=first.converged,
+            error_estimates=_error_estimates(first.theta, first.residuals, first.others),
+        )
+    # certify: lock the converged pairs and look for more in their complement
+    locked, a_locked, values = first.vectors, first.images, first.theta.tolist()
+    others, converged = first.others, first.converged
+    while converged and locked.shape[0] < n:
+        v0 = _restart_vector(n, gen, dtype, dev, start_distribution, locked)
+        if v0 is None:  # the locked vectors span the whole space
             break
+        run = _Lanczos(op, v0, min(max_steps, n - locked.shape[0]), locked=locked, reorthogonalize=True,
+                       keep_basis=True, breakdown_tol=breakdown_tol, scale=scale)
+        extra = _converge_run(run, 1, tol, eps)
+        num_matvecs, scale = num_matvecs + run.size, max(scale, run.scale)
+        kth = sorted(values, reverse=True)[min(k, len(values)) - 1]
+        if len(values) >= k and float(extra.theta[0]) <= kth + float(_tolerance(torch.tensor([kth]), tol, scale, eps)):
+            break  # nothing in the complement beats the k-th value: the result is complete
+        converged = extra.converged
+        values += extra.theta.tolist()
+        locked, a_locked = torch.cat([locked, extra.vectors]), torch.cat([a_locked, extra.images])
     # Rayleigh-Ritz on everything locked: removes the couplings y_i^T A y_j = r_i^T y_j that
     # each locked pair's residual r_i leaves with later runs' vectors.
-    theta, vectors, residuals = _rayleigh_ritz(locked, a_locked)
-    order = torch.argsort(theta, descending=True)[:k]
-    theta, residuals = theta[order], residuals[order]
-    bound = tol * torch.clamp(theta.abs(), min=scale)
+    theta, vectors, _, residuals = _rayleigh_ritz(locked, a_locked)
+    order = torch.argsort(theta, descending=True)
+    top, rest = order[:k], order[k:]
     return EigenResult(
-        eigenvalues=sign * theta,
-        eigenvectors=vectors[order.to(vectors.device)],
-        residuals=residuals,
+        eigenvalues=sign * theta[top], eigenvectors=vectors[top.to(vectors.device)], residuals=residuals[top],
         num_matvecs=num_matvecs,
-        converged=converged and bool((residuals <= bound).all()),
+        converged=converged and bool((residuals[top] <= _tolerance(theta[top], tol, scale, eps)).all()),
+        error_estimates=_error_estimates(theta[top], residuals[top], torch.cat([theta[rest], others])),
     )
 
 

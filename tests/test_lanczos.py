@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from landscape.lanczos import lanczos_top_eigenvalues, lanczos_tridiagonal, power_iteration
 
-TOL = 1e-8  # the default relative residual tolerance in float64
+TOL = 1e-8  # a tight relative tolerance for the exact-spectrum checks (the default is 1e-3)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -62,7 +62,8 @@ SPECTRA = {
 def test_top_k_known_spectrum(name: str, which: str, k: int) -> None:
     lam = SPECTRA[name]
     a = known_spectrum(lam, seed=k)
-    res = lanczos_top_eigenvalues(matvec_of(a), a.shape[0], k, which=which, generator=gen(100 + k))
+    res = lanczos_top_eigenvalues(matvec_of(a), a.shape[0], k, which=which, generator=gen(100 + k), tol=TOL,
+                                  certify=True)
     check_pairs(a, res, lam, k, which)
 
 
@@ -71,15 +72,16 @@ def test_top_k_random_spectra(seed: int, k: int, n: int) -> None:
     lam = torch.randn(n, generator=gen(seed), dtype=torch.float64).tolist()
     a = known_spectrum(lam, seed=seed)
     for which in ("largest", "smallest"):
-        res = lanczos_top_eigenvalues(matvec_of(a), n, k, which=which, generator=gen(seed + 1))
+        res = lanczos_top_eigenvalues(matvec_of(a), n, k, which=which, generator=gen(seed + 1), tol=TOL,
+                                      certify=True)
         check_pairs(a, res, lam, k, which)
 
 
 def test_largest_is_algebraic_not_magnitude() -> None:
     lam = [-10.0, 3.0, 1.0, 0.5, 0.0, -1.0]
     a = known_spectrum(lam)
-    largest = lanczos_top_eigenvalues(matvec_of(a), 6, generator=gen(0))
-    smallest = lanczos_top_eigenvalues(matvec_of(a), 6, which="smallest", generator=gen(0))
+    largest = lanczos_top_eigenvalues(matvec_of(a), 6, generator=gen(0), tol=1e-12)
+    smallest = lanczos_top_eigenvalues(matvec_of(a), 6, which="smallest", generator=gen(0), tol=1e-12)
     power = power_iteration(matvec_of(a), 6, generator=gen(0))
     assert largest.eigenvalues.item() == pytest.approx(3.0, rel=1e-10)
     assert smallest.eigenvalues.item() == pytest.approx(-10.0, rel=1e-10)
@@ -130,7 +132,7 @@ def test_power_iteration_agrees_on_a_separated_spectrum() -> None:
     lam = [10.0, 5.0] + torch.linspace(-4.0, 4.0, 18).tolist()
     a = known_spectrum(lam)
     power = power_iteration(matvec_of(a), 20, tol=1e-10, generator=gen(0))
-    lanczos = lanczos_top_eigenvalues(matvec_of(a), 20, generator=gen(0))
+    lanczos = lanczos_top_eigenvalues(matvec_of(a), 20, generator=gen(0), tol=1e-12)
     assert power.converged
     assert power.eigenvalue == pytest.approx(lanczos.eigenvalues.item(), rel=1e-10)
     assert abs(float(power.eigenvector @ lanczos.eigenvectors[0])) == pytest.approx(1.0, abs=1e-8)
@@ -140,7 +142,7 @@ def test_power_iteration_needs_more_matvecs_on_a_clustered_spectrum() -> None:
     # |lambda_2 / lambda_1| = 0.99: power iteration needs about log(1e-8)/log(0.99) ~ 1800 steps
     lam = [1.0, 0.99] + torch.linspace(-0.5, 0.9, 58).tolist()
     a = known_spectrum(lam)
-    lanczos = lanczos_top_eigenvalues(matvec_of(a), 60, generator=gen(0))
+    lanczos = lanczos_top_eigenvalues(matvec_of(a), 60, generator=gen(0), tol=TOL)
     power = power_iteration(matvec_of(a), 60, tol=TOL, max_iter=20_000, generator=gen(0))
     assert lanczos.converged and power.converged
     assert power.eigenvalue == pytest.approx(1.0, rel=1e-8)
@@ -180,7 +182,7 @@ def test_explicit_start_and_no_generator_and_float32() -> None:
     r1 = lanczos_tridiagonal(matvec_of(a), 4, 4, start=start)
     r2 = lanczos_tridiagonal(matvec_of(a), 4, 4, start=3 * start)
     torch.testing.assert_close(r1.alpha, r2.alpha)
-    top = lanczos_top_eigenvalues(matvec_of(a), 4, start=start)  # restarts use a fresh OS seed
+    top = lanczos_top_eigenvalues(matvec_of(a), 4, start=start, certify=True)  # restarts: a fresh OS seed
     assert top.eigenvalues.item() == pytest.approx(3.0, rel=1e-10)
     a32 = a.float()
     top32 = lanczos_top_eigenvalues(matvec_of(a32), 4, 2, dtype=torch.float32, generator=gen(0))
@@ -261,3 +263,86 @@ def power(**kwargs):
 def test_bad_input_is_refused(call, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------- the default stopping rule
+class Counted:
+    """A matvec that counts its calls (the operator's cost)."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        self.a, self.calls = a, 0
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.a @ v
+
+
+DISTINCT_TOP = {  # spectra whose top-5 (and bottom-5) are distinct
+    "separated": SPECTRA["separated"],
+    "negative_outliers": [-50.0, -20.0, 3.0, 2.9, 2.8, 2.7, 2.6] + torch.linspace(-1.0, 1.0, 193).tolist(),
+    "clustered_top": [5.0, 4.999, 4.998, 4.997, 4.996] + torch.linspace(-3.0, 4.0, 195).tolist(),
+    "hessian_like": [30.0, 12.0, 11.5, 4.0, 3.0] + (torch.linspace(0, 1, 295) ** 8 * 0.5).tolist(),
+}
+
+
+@pytest.mark.parametrize(("name", "which"), [(name, which) for name in sorted(DISTINCT_TOP)
+                                              for which in ("largest", "smallest")
+                                              if (name, which) != ("hessian_like", "smallest")])  # bottom ~ 0
+@pytest.mark.parametrize("k", [1, 5])
+def test_default_rule_meets_its_tolerance_with_no_extra_matvecs(name: str, k: int, which: str) -> None:
+    """At the defaults (tol 1e-3 on the eigenvalue): converged, every value within 1e-3 of
+    the true one, the free residuals equal the explicit ones and bound the distance to the
+    nearest eigenvalue, and every matvec is a Lanczos step (none spent on certification)."""
+    lam = DISTINCT_TOP[name]
+    a = known_spectrum(lam, seed=k)
+    op = Counted(a)
+    res = lanczos_top_eigenvalues(op, a.shape[0], k, which=which, generator=gen(7))
+    assert res.converged and op.calls == res.num_matvecs
+    want = expected(lam, k, which)
+    assert ((res.eigenvalues - want).abs() <= 1e-3 * want.abs()).all(), (res.eigenvalues, want)
+    explicit = (a @ res.eigenvectors.T - res.eigenvectors.T * res.eigenvalues).norm(dim=0)
+    torch.testing.assert_close(res.residuals, explicit, rtol=1e-6, atol=1e-12 * max(map(abs, lam)))
+    nearest = (res.eigenvalues[:, None] - torch.linalg.eigvalsh(a)[None, :]).abs().min(dim=1).values
+    assert (nearest <= res.residuals * (1 + 1e-9) + 1e-13).all()
+    assert (res.residuals <= 1e-3 * res.eigenvalues.abs()).all()
+    # the estimate min(r, r^2 / gap) is far below the tolerance it was stopped at
+    assert (res.error_estimates <= res.residuals).all()
+
+
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4), tol=st.sampled_from([1e-2, 1e-3, 1e-6]))
+def test_when_the_rule_says_converged_the_values_are_that_close(seed: int, k: int, tol: float) -> None:
+    """Random spectra (ties have probability 0): the k values the rule accepts are the true
+    top-k to ``tol`` relative -- the error is checked, not the rule's own claim."""
+    lam = (torch.randn(60, generator=gen(seed), dtype=torch.float64) * 3).tolist()
+    a = known_spectrum(lam, seed=seed % 1000)
+    res = lanczos_top_eigenvalues(matvec_of(a), 60, k, tol=tol, generator=gen(seed + 1))
+    if res.converged:
+        nearest = (res.eigenvalues[:, None] - torch.tensor(lam, dtype=torch.float64)[None, :]).abs().min(dim=1).values
+        assert (nearest <= res.residuals * (1 + 1e-9) + 1e-12).all()
+        assert (res.residuals <= tol * res.eigenvalues.abs() + 1e-12).all()
+
+
+def test_a_zero_gap_pair_is_found_once_by_default_and_twice_with_certify() -> None:
+    """One Krylov space sees each eigenspace once: top-2 of {5, 5, 3, ...} is (5, 3) by
+    default, each still within its residual of an eigenvalue; certify=True deflates and finds
+    the second copy of 5 at the cost of more matvecs."""
+    lam = [5.0, 5.0, 3.0] + torch.linspace(-1.0, 2.0, 57).tolist()
+    a = known_spectrum(lam)
+    plain = lanczos_top_eigenvalues(matvec_of(a), 60, 2, generator=gen(0))
+    assert plain.converged
+    torch.testing.assert_close(plain.eigenvalues, torch.tensor([5.0, 3.0], dtype=torch.float64), rtol=1e-3, atol=0)
+    certified = lanczos_top_eigenvalues(matvec_of(a), 60, 2, generator=gen(0), certify=True)
+    assert certified.converged and certified.num_matvecs > plain.num_matvecs
+    torch.testing.assert_close(certified.eigenvalues, torch.tensor([5.0, 5.0], dtype=torch.float64), rtol=1e-3, atol=0)
+    assert abs(float(certified.eigenvectors[0] @ certified.eigenvectors[1])) < 1e-6
+
+
+def test_fewer_matvecs_than_the_residual_rule_of_full_accuracy() -> None:
+    """The eigenvalue tolerance stops early: the default needs far fewer products than the
+    same run held to 1e-10, and its value is still within 1e-3 (about r^2 / gap in fact)."""
+    lam = DISTINCT_TOP["hessian_like"]
+    a = known_spectrum(lam)
+    default = lanczos_top_eigenvalues(matvec_of(a), 300, generator=gen(1))
+    tight = lanczos_top_eigenvalues(matvec_of(a), 300, generator=gen(1), tol=1e-10)
+    assert default.num_matvecs < tight.num_matvecs
+    assert abs(float(default.eigenvalues[0]) - 30.0) <= float(default.error_estimates[0]) * 10 + 1e-12
