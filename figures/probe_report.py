@@ -22,7 +22,7 @@ __all__ = ["model_colors", "probe_figure", "probe_markdown"]
 
 def model_colors(labels: list[str]) -> dict[str, Any]:
     """One colour per model: the shared colour of a preset, fresh colour-blind ones for the rest."""
-    spare = iter(sns.color_palette("colorblind", 10)[5:7] + sns.color_palette("dark", 10))
+    spare = iter([sns.color_palette("colorblind", 10)[i] for i in (5, 9, 1, 4)] + sns.color_palette("dark", 10))
     return {label: MODEL_COLORS[label] if label in MODEL_COLORS else next(spare) for label in labels}
 
 

@@ -40,6 +40,9 @@ MODEL_COLORS: dict[str, Any] = {
     "mlp+eq9": _PALETTE[1],
     "mlp+eq10": _PALETTE[4],
     "cn": _PALETTE[0],
+    "bn": _PALETTE[6],  # the normalization zoo (cnzsl probe)
+    "ln": _PALETTE[2],
+    "rmsnorm": _PALETTE[8],
     "no_cn": _PALETTE[3],
     "linear": _PALETTE[2],
     "predicted": "black",
@@ -53,6 +56,9 @@ MODEL_LABELS: dict[str, str] = {
     "mlp+eq9": "MLP + Eq. 9",
     "mlp+eq10": "MLP + Eq. 10",
     "cn": "MLP + CN",
+    "bn": "MLP + BatchNorm",
+    "ln": "MLP + LayerNorm",
+    "rmsnorm": "MLP + RMSNorm",
     "no_cn": "NS + AN, no CN",
     "linear": "linear",
 }

@@ -122,15 +122,33 @@ def _check_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _operator_attribute(matvec: Matvec | None, name: str) -> object:
+    """``matvec.__self__.<name>`` when ``matvec`` is a bound method of an operator that has it
+    (a ``landscape.HessianOperator``), else None."""
+    return getattr(getattr(matvec, "__self__", None), name, None)
+
+
 def _working_dtype_device(
     start: Tensor | None, dtype: torch.dtype | None, device: torch.device | str | None,
+    matvec: Matvec | None = None,
 ) -> tuple[torch.dtype, torch.device]:
-    """Explicit dtype/device win; otherwise the start vector's; otherwise float64 on CPU."""
+    """Explicit dtype/device win; otherwise the start vector's; otherwise the operator's
+    (``op.matvec`` of an operator with ``dtype``/``device``, e.g. a ``HessianOperator``: a
+    float32 model is probed in float32); otherwise float64 on CPU."""
     if start is not None and not isinstance(start, Tensor):
         raise TypeError(f"start must be a torch.Tensor or None, got {type(start).__name__}")
+    op_dtype, op_device = _operator_attribute(matvec, "dtype"), _operator_attribute(matvec, "device")
     if dtype is None:
-        dtype = start.dtype if start is not None and start.dtype in _FLOAT_DTYPES else torch.float64
-    dev = torch.device(device) if device is not None else (start.device if start is not None else torch.device("cpu"))
+        if start is not None and start.dtype in _FLOAT_DTYPES:
+            dtype = start.dtype
+        else:
+            dtype = op_dtype if op_dtype in _FLOAT_DTYPES else torch.float64
+    if device is not None:
+        dev = torch.device(device)
+    elif start is not None:
+        dev = start.device
+    else:
+        dev = op_device if isinstance(op_device, torch.device) else torch.device("cpu")
     return _check_dtype(dtype), dev
 
 
@@ -517,7 +535,8 @@ def lanczos_top_eigenvalues(
             still draw from ``generator``.
         generator: source of the random start vectors (None: fresh OS-seeded generator).
         dtype, device: working precision (float32/float64) and device (default: the
-            start's, else float64 on CPU).
+            start's, else the operator's for ``op.matvec`` of a ``HessianOperator``, else
+            float64 on CPU).
         start_distribution: "rademacher" or "gaussian" random starts.
         certify: restart in the complement of the converged pairs until no eigenvalue above
             the ``k``-th is missing (finds repeated eigenvalues; costs at least one run more).
@@ -544,7 +563,7 @@ def lanczos_top_eigenvalues(
     k = _check_positive_int("k", k, n)
     if which not in ("largest", "smallest"):
         raise ValueError(f"which must be 'largest' or 'smallest' (algebraic), got {which!r}")
-    dtype, dev = _working_dtype_device(start, dtype, device)
+    dtype, dev = _working_dtype_device(start, dtype, device, matvec)
     eps = torch.finfo(dtype).eps
     if not (isinstance(tol, (int, float)) and 10 * eps <= tol < 1.0):
         raise ValueError(f"tol={tol} must lie in [10 * eps = {10 * eps:.2g}, 1) for {dtype}; "

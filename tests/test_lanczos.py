@@ -346,3 +346,23 @@ def test_fewer_matvecs_than_the_residual_rule_of_full_accuracy() -> None:
     tight = lanczos_top_eigenvalues(matvec_of(a), 300, generator=gen(1), tol=1e-10)
     assert default.num_matvecs < tight.num_matvecs
     assert abs(float(default.eigenvalues[0]) - 30.0) <= float(default.error_estimates[0]) * 10 + 1e-12
+
+
+def test_the_working_dtype_defaults_to_the_operators() -> None:
+    """``op.matvec`` of an operator with a ``dtype`` (a HessianOperator) sets the working
+    precision: a float32 model is probed in float32 without being told."""
+
+    class Operator:
+        dtype, device = torch.float32, torch.device("cpu")
+
+        def __init__(self, a: torch.Tensor) -> None:
+            self.a = a.float()
+
+        def matvec(self, v: torch.Tensor) -> torch.Tensor:
+            return self.a @ v.float()
+
+    a = known_spectrum([3.0, 1.0, 0.5, -2.0] + [0.1] * 16)
+    res = lanczos_top_eigenvalues(Operator(a).matvec, 20, generator=gen(0))
+    assert res.eigenvectors.dtype == torch.float32 and res.converged
+    assert res.eigenvalues.item() == pytest.approx(3.0, rel=1e-3)
+    assert lanczos_top_eigenvalues(matvec_of(a), 20, generator=gen(0)).eigenvectors.dtype == torch.float64
