@@ -33,8 +33,8 @@ descending), whether every parameter, buffer and ``training`` flag of the model 
 bitwise unchanged, and what happened to ``param.grad``: each run starts with a planted
 random ``.grad`` and reports it "untouched", "cleared" (set to None) or "overwritten"):
 
-- ours: ``lanczos_top_eigenvalues(op.matvec, n, k, dtype=float32)`` (otherwise defaults:
-  tol 1e-4, largest algebraic); ``power_iteration(tol=1e-3)``, the baseline (largest
+- ours: ``lanczos_top_eigenvalues(op.matvec, n, k)`` at its defaults (tol 1e-3 on each
+  eigenvalue, largest algebraic, the operator's float32); ``power_iteration(tol=1e-3)``, the baseline (largest
   magnitude).  HVPs: ``op.num_matvecs``, checked against the result's ``num_matvecs``.
 - PyHessian ``hessian(...).eigenvalues(top_n=k)`` at its defaults (power iteration,
   maxIter 100, tol 1e-3 on the change of the Rayleigh quotient; largest magnitude) and
