@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from analysis.data import ZSLData
 from analysis.metrics import ausuc, gzsl_accuracies, zsl_accuracy
 from analysis.normalization import normalize_attributes
+from analysis.probe_mode import probe_mode
 
 __all__ = ["ZSLEvaluation", "class_logits", "default_seen_logit_scale", "evaluate"]
 
@@ -50,13 +51,14 @@ def class_logits(
     model: nn.Module, features: Tensor, attributes: Tensor, *, batch_size: int = 8192
 ) -> Tensor:
     """Eval-mode logits ``[n, K]`` of ``features`` [n, d_z] against ``attributes`` [K, d_a],
-    in chunks of ``batch_size`` rows; the model's ``training`` flag is restored."""
-    was_training = model.training
-    model.eval()
-    try:
+    in chunks of ``batch_size`` rows, without gradients.
+
+    Runs under :func:`analysis.probe_mode.probe_mode` with ``statistics="running"``: every
+    submodule in eval mode (running statistics, dropout off), nothing updated, and every
+    submodule's own ``training`` flag restored afterwards (a model with a submodule the
+    user put in eval mode comes back as it was)."""
+    with torch.no_grad(), probe_mode(model, "running"):
         return torch.cat([model(chunk, attributes) for chunk in features.split(batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def evaluate(

@@ -148,6 +148,7 @@ class PeersConfig:
     recompute_truth: bool = False
     trace_matvecs: int = 30  # products per trace estimate, the same for every method
     trace_seeds: int = 10
+    sections: tuple[str, ...] = ("eigen", "trace")  # which tables to compute
     json: str | None = None
 
 
@@ -720,7 +721,7 @@ def main(config: PeersConfig) -> int:
     pristine = snapshot(problem.model)
 
     eigen_rows: list[dict] = []
-    for k in config.ks:
+    for k in config.ks if "eigen" in config.sections else ():
         for label, module, call in eigen_methods(problem, peers, k):
             if module in peers.skipped:
                 eigen_rows.append({"method": label, "k": k, "skipped": peers.skipped[module]})
@@ -749,7 +750,7 @@ def main(config: PeersConfig) -> int:
                 "grad": "/".join(sorted({r[3] for r in runs})), "notes": notes})
 
     trace_rows: list[dict] = []
-    labels = trace_methods(problem, peers, config.trace_matvecs, 0)
+    labels = trace_methods(problem, peers, config.trace_matvecs, 0) if "trace" in config.sections else []
     for index, (label, module, _, skip) in enumerate(labels):
         reason = skip or peers.skipped.get(module)
         if reason:
@@ -853,6 +854,7 @@ def parse_args(argv: list[str] | None = None) -> PeersConfig:
     parser.add_argument("--recompute-truth", action="store_true")
     parser.add_argument("--trace-matvecs", type=int, default=30)
     parser.add_argument("--trace-seeds", type=int, default=10)
+    parser.add_argument("--sections", default="eigen,trace", help="tables to compute: eigen, trace or both")
     parser.add_argument("--json", default=None, help="also write every number to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -866,6 +868,9 @@ def parse_args(argv: list[str] | None = None) -> PeersConfig:
         parser.error("--trace-seeds must be >= 2 for an RMS error")
     if min(ks) < 1:
         parser.error(f"--ks must be positive, got {args.ks!r}")
+    sections = tuple(x.strip() for x in args.sections.split(",") if x.strip())
+    if not sections or set(sections) - {"eigen", "trace"}:
+        parser.error(f"--sections must name eigen, trace or both, got {args.sections!r}")
     return PeersConfig(
         small=args.small, dataset=args.dataset, seed=args.seed,
         batch_size=args.batch_size or (256 if args.small else 2048), ks=ks, repeats=args.repeats,
@@ -873,7 +878,7 @@ def parse_args(argv: list[str] | None = None) -> PeersConfig:
         truth_trace_matvecs=args.truth_trace_matvecs or (300 if args.small else 1000),
         truth_trace_method=args.truth_trace_method, truth_memory_gib=args.truth_memory_gib,
         truth_cache=args.truth_cache, recompute_truth=args.recompute_truth, trace_matvecs=args.trace_matvecs,
-        trace_seeds=args.trace_seeds, json=args.json)
+        trace_seeds=args.trace_seeds, sections=sections, json=args.json)
 
 
 if __name__ == "__main__":

@@ -110,3 +110,36 @@ def test_class_logits_batching(tiny_data, training):
     assert model.training is training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not whole.requires_grad
+
+
+def test_class_logits_restores_every_submodule_flag_and_updates_nothing():
+    """A model with a submodule the user put in eval mode (and BatchNorm, dropout) comes
+    back bitwise as it was; the logits are the eval-mode ones (dropout off)."""
+    import torch
+    from torch import nn
+
+    from analysis.evaluation import class_logits
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.5), nn.Linear(4, 5))
+
+        def forward(self, z, a):
+            return z @ self.embed(a).T
+
+    g = torch.Generator().manual_seed(0)
+    model = Net()
+    model.train()
+    model.embed[1].eval()  # mixed flags
+    flags = [m.training for m in model.modules()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    z, a = torch.rand(6, 5, generator=g), torch.rand(7, 3, generator=g)
+    logits = class_logits(model, z, a, batch_size=4)
+    assert [m.training for m in model.modules()] == flags
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    model.eval()
+    with torch.no_grad():
+        expected = model(z, a)
+    torch.testing.assert_close(logits, expected)
+    assert not logits.requires_grad
