@@ -34,3 +34,28 @@ class Quadratic(nn.Module):
 
 def identity_loss(output: Tensor, targets: Tensor) -> Tensor:
     return output
+
+
+def gen(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def known_spectrum(lam: list[float] | Tensor, seed: int = 0) -> Tensor:
+    """``Q diag(lam) Q^T`` (float64, symmetric) with ``Q`` from the QR of a seeded Gaussian."""
+    lam = torch.as_tensor(lam, dtype=torch.float64)
+    n = lam.numel()
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen(seed), dtype=torch.float64))
+    a = q @ torch.diag(lam) @ q.T
+    return (a + a.T) / 2
+
+
+class Counting:
+    """A matvec ``v -> a @ v`` that counts its calls (an operator's cost)."""
+
+    def __init__(self, a: Tensor) -> None:
+        self.a, self.calls = a, 0
+
+    def __call__(self, v: Tensor) -> Tensor:
+        self.calls += 1
+        return self.a @ v

@@ -11,30 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscape.hutchinson import TraceEstimate, hutchinson_trace, hutchpp_trace
+from tests.landscape_cases import Counting, gen, known_spectrum
 
 K = 4.0  # standard errors allowed (STYLE.md: Monte Carlo tests)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def known_spectrum(lam: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    n = lam.numel()
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen(seed), dtype=torch.float64))
-    a = q @ torch.diag(lam.double()) @ q.T
-    return (a + a.T) / 2
-
-
-class Counting:
-    """A matvec that counts its calls."""
-
-    def __init__(self, a: torch.Tensor) -> None:
-        self.a, self.calls = a, 0
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.a @ v
 
 
 A20 = known_spectrum(torch.linspace(-2.0, 3.0, 20), seed=1)

@@ -9,21 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscape.lanczos import lanczos_top_eigenvalues, lanczos_tridiagonal, power_iteration
+from tests.landscape_cases import Counting, gen, known_spectrum
 
 TOL = 1e-8  # a tight relative tolerance for the exact-spectrum checks (the default is 1e-3)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def known_spectrum(lam: list[float] | torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Q diag(lam) Q^T with Q from the QR of a seeded Gaussian (float64)."""
-    lam = torch.as_tensor(lam, dtype=torch.float64)
-    n = lam.numel()
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen(seed), dtype=torch.float64))
-    a = q @ torch.diag(lam) @ q.T
-    return (a + a.T) / 2
 
 
 def matvec_of(a: torch.Tensor):
@@ -266,16 +254,6 @@ def test_bad_input_is_refused(call, error: type[Exception], match: str) -> None:
 
 
 # ---------------------------------------------------------- the default stopping rule
-class Counted:
-    """A matvec that counts its calls (the operator's cost)."""
-
-    def __init__(self, a: torch.Tensor) -> None:
-        self.a, self.calls = a, 0
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.a @ v
-
 
 DISTINCT_TOP = {  # spectra whose top-5 (and bottom-5) are distinct
     "separated": SPECTRA["separated"],
@@ -295,7 +273,7 @@ def test_default_rule_meets_its_tolerance_with_no_extra_matvecs(name: str, k: in
     nearest eigenvalue, and every matvec is a Lanczos step (none spent on certification)."""
     lam = DISTINCT_TOP[name]
     a = known_spectrum(lam, seed=k)
-    op = Counted(a)
+    op = Counting(a)
     res = lanczos_top_eigenvalues(op, a.shape[0], k, which=which, generator=gen(7))
     assert res.converged and op.calls == res.num_matvecs
     want = expected(lam, k, which)

@@ -18,19 +18,9 @@ from matplotlib.figure import Figure
 
 from landscape.lanczos import lanczos_tridiagonal
 from landscape.spectral_density import SpectralDensity, plot_spectral_density, spectral_density
+from tests.landscape_cases import gen, known_spectrum
 
 K = 4.0  # standard errors allowed
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def known_spectrum(lam: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    n = lam.numel()
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen(seed), dtype=torch.float64))
-    a = q @ torch.diag(lam.double()) @ q.T
-    return (a + a.T) / 2
 
 
 LAM = torch.cat([torch.linspace(-1.0, 2.0, 37, dtype=torch.float64), torch.tensor([6.0, 8.0, 9.5])])

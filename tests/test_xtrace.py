@@ -17,20 +17,10 @@ from hypothesis import strategies as st
 from landscape import xtrace
 from landscape.hutchinson import TraceEstimate, hutchinson_trace
 from landscape.xtrace import _leave_one_out_normals, _xtrace_samples, _xtrace_samples_rank_revealing
+from tests.landscape_cases import gen, known_spectrum
 
 K = 4.0  # standard errors allowed (STYLE.md: Monte Carlo tests)
 VARIANTS = ["sphere", "rademacher"]
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def known_spectrum(lam: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    n = lam.numel()
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen(seed), dtype=torch.float64))
-    a = q @ torch.diag(lam.double()) @ q.T
-    return (a + a.T) / 2
 
 
 class Recording:
