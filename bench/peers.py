@@ -149,6 +149,7 @@ class PeersConfig:
     trace_matvecs: int = 30  # products per trace estimate, the same for every method
     trace_seeds: int = 10
     sections: tuple[str, ...] = ("eigen", "trace")  # which tables to compute
+    trace_only: tuple[str, ...] = ()  # trace rows whose label contains one of these (empty: all)
     json: str | None = None
 
 
@@ -752,6 +753,8 @@ def main(config: PeersConfig) -> int:
     trace_rows: list[dict] = []
     labels = trace_methods(problem, peers, config.trace_matvecs, 0) if "trace" in config.sections else []
     for index, (label, module, _, skip) in enumerate(labels):
+        if config.trace_only and not any(part in label for part in config.trace_only):
+            continue
         reason = skip or peers.skipped.get(module)
         if reason:
             trace_rows.append({"method": label, "skipped": reason})
@@ -855,6 +858,7 @@ def parse_args(argv: list[str] | None = None) -> PeersConfig:
     parser.add_argument("--trace-matvecs", type=int, default=30)
     parser.add_argument("--trace-seeds", type=int, default=10)
     parser.add_argument("--sections", default="eigen,trace", help="tables to compute: eigen, trace or both")
+    parser.add_argument("--trace-only", default="", help="comma-separated label parts: only those trace rows")
     parser.add_argument("--json", default=None, help="also write every number to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -878,7 +882,8 @@ def parse_args(argv: list[str] | None = None) -> PeersConfig:
         truth_trace_matvecs=args.truth_trace_matvecs or (300 if args.small else 1000),
         truth_trace_method=args.truth_trace_method, truth_memory_gib=args.truth_memory_gib,
         truth_cache=args.truth_cache, recompute_truth=args.recompute_truth, trace_matvecs=args.trace_matvecs,
-        trace_seeds=args.trace_seeds, sections=sections, json=args.json)
+        trace_seeds=args.trace_seeds, sections=sections,
+        trace_only=tuple(x.strip() for x in args.trace_only.split(",") if x.strip()), json=args.json)
 
 
 if __name__ == "__main__":
