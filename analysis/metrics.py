@@ -8,11 +8,11 @@ Definitions (every function computes in float64 and returns a fraction in [0, 1]
   with sample weight ``w_n = 1 / (K · N_{y_n})``.
 * **ZSL accuracy**: logits ``[n, C]`` over all classes, a candidate list ``classes``;
   ``ŷ_n = argmax_{c ∈ classes} logit_{n,c}``, then the per-class mean accuracy.
-* **Calibrated prediction** (GZSL): seen columns are multiplied by ``seen_logit_scale``
-  (the authors use 0.95), the other (unseen) columns get ``+ unseen_bias``, and
-  ``ŷ_n = argmax`` over all C columns.  A factor below 1 only *lowers* seen logits when
-  they are non-negative, as the authors' ``γ² cos`` logits are (ReLU prototypes and
-  non-negative features); on negative logits it raises them, so use ``unseen_bias``.
+* **Calibrated prediction** (GZSL): seen logits are scaled by ``s = seen_logit_scale``
+  (the authors use 0.95) *away from the unseen ones*: ``s·ℓ`` for ``ℓ ≥ 0`` and ``ℓ/s``
+  for ``ℓ < 0``, so ``s < 1`` lowers every seen score whatever its sign (a plain product
+  would raise negative logits); on the authors' non-negative ``γ² cos`` logits this is
+  their ``s·ℓ``.  The unseen columns get ``+ unseen_bias``; ``ŷ_n = argmax`` over all C.
 * **GZSL** (seen S, unseen U, harmonic H): calibrated predictions over all C classes
   (unseen = every column not in ``seen_classes``), per-class mean accuracy on the
   seen-test and on the unseen-test split; ``H = 2 S U / (S + U)``, ``H = 0`` if ``S + U = 0``.
@@ -215,10 +215,11 @@ def calibrated_predictions(
 ) -> Tensor:
     """Calibrated GZSL prediction ``ŷ_n = argmax_{c < C} ℓ'_{n,c}`` over all classes.
 
-    ``ℓ'_{n,c} = seen_logit_scale · ℓ_{n,c}`` for seen c, else ``ℓ_{n,c} + unseen_bias``;
-    float64, argmax ties go to the lowest column.  The factor assumes non-negative logits
-    (the authors' ``γ² cos`` ≥ 0 with ReLU prototypes and non-negative features): only
-    then does a scale < 1 favour the unseen classes.
+    For seen c, ``ℓ'_{n,c} = s ℓ_{n,c}`` if ``ℓ_{n,c} ≥ 0`` and ``ℓ_{n,c} / s`` otherwise
+    (``s = seen_logit_scale``): increasing in ``ℓ`` for every ``s > 0``, and ``s < 1``
+    lowers every seen score, negative ones included; on the authors' non-negative
+    ``γ² cos`` logits it is their ``s ℓ``.  Unseen c: ``ℓ_{n,c} + unseen_bias``.  float64,
+    argmax ties go to the lowest column.
 
     Args:
         logits: ``[n, C]`` scores over all classes (not modified).
@@ -245,7 +246,8 @@ def calibrated_predictions(
     seen = _classes(seen_classes, scores.shape[1], "seen_classes", scores.device)
     is_seen = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
     is_seen[seen] = True
-    scores[:, is_seen] *= scale
+    seen_scores = scores[:, is_seen]
+    scores[:, is_seen] = torch.where(seen_scores >= 0, seen_scores * scale, seen_scores / scale)
     scores[:, ~is_seen] += bias
     return scores.argmax(dim=1)
 

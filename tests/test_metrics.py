@@ -346,3 +346,21 @@ def test_ausuc_errors() -> None:
         ausuc(ls, ys, torch.cat([lu, lu[:, :1]], 1), yu, seen, unseen)
     with pytest.raises(ValueError, match=r"logits_unseen_test must be a 2-D"):
         ausuc(ls, ys, lu[0], yu, seen, unseen)
+
+
+def test_seen_calibration_lowers_seen_scores_of_either_sign():
+    """s < 1 must favour the unseen classes for negative logits too (a plain product would
+    raise a negative seen logit); on non-negative logits it is the authors' s * logit."""
+    import torch
+
+    from analysis.metrics import calibrated_predictions
+
+    seen = torch.tensor([0])
+    negative = torch.tensor([[-1.0, -1.02]])  # seen column 0 slightly ahead
+    assert int(calibrated_predictions(negative, seen, 1.0)[0]) == 0
+    assert int(calibrated_predictions(negative, seen, 0.95)[0]) == 1  # -1/0.95 = -1.053 < -1.02
+    positive = torch.tensor([[1.0, 0.96]])
+    assert int(calibrated_predictions(positive, seen, 0.95)[0]) == 1  # 0.95 < 0.96
+    assert int(calibrated_predictions(positive, seen, 0.97)[0]) == 0  # 0.97 > 0.96: s * logit exactly
+    # s > 1 raises seen scores of either sign
+    assert int(calibrated_predictions(torch.tensor([[-1.0, -0.98]]), seen, 1.05)[0]) == 0
