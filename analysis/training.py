@@ -24,6 +24,7 @@ that dominates this tiny model; the plain loop runs on the CPU and whenever an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -70,8 +71,7 @@ class TrainConfig:
             raise ValueError(f"unknown attribute_norm {self.attribute_norm!r}; choose one of {ATTRIBUTE_NORMS}")
         if self.fast_path not in FAST_PATHS:
             raise ValueError(f"unknown fast_path {self.fast_path!r}; choose one of {FAST_PATHS}")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}; choose one of {DEVICES} or 'cuda:N'")
+        _check_device_name(self.device)
 
 
 @dataclass
@@ -99,12 +99,19 @@ class StepInfo:
     attributes: Tensor  # normalized seen-class attributes [K_s, d_a]
 
 
+def _check_device_name(device: str | torch.device) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with a non-negative integer N, else a ValueError."""
+    name = str(device)
+    if name in DEVICES or re.fullmatch(r"cuda:\d+", name):
+        return
+    raise ValueError(f"unknown device {name!r}; choose one of {DEVICES} or 'cuda:N' with an integer N")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device) not in DEVICES and not str(device).startswith("cuda:"):
-        raise ValueError(f"unknown device {str(device)!r}; choose one of {DEVICES} or 'cuda:N'")
+    _check_device_name(device)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use --device cpu or auto")

@@ -135,3 +135,16 @@ def test_bad_seed_lists_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--seed", "1", "--seeds", "1,2", "--out", str(tmp_path)])
     assert "not allowed with argument --seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["czsl"], ["landscape"], ["figures", "--only", "normalize_scale"], ["probe", "--model", "preset:cn"],
+])
+@pytest.mark.parametrize("device", ["cuda:abc", "cuda:", "tpu"])
+def test_a_malformed_device_is_one_line_in_every_command(command, device, tmp_path, capsys):
+    """torch.device('cuda:abc') raises a RuntimeError deep inside: every command refuses the
+    name itself, in one line with exit status 2, and writes nothing."""
+    assert main([*command, "--device", device, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cnzsl: error: unknown device '{device}'") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
