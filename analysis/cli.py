@@ -28,7 +28,7 @@ from analysis.model import PRESETS
 from analysis.normalization import ATTRIBUTE_NORMS
 from analysis.training import TrainConfig
 
-__all__ = ["add_data_options", "build_parser", "main"]
+__all__ = ["add_data_options", "build_parser", "main", "parse_seeds"]
 
 _DEFAULTS = TrainConfig()
 
@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
                           attribute_norm=args.attribute_norm, device=args.device,
                           progress=not args.no_progress),
         seen_logit_scale=args.seen_logit_scale,
-        seeds=None if args.seeds is None else _int_list(args.seeds, "--seeds"),
+        seeds=None if args.seeds is None else parse_seeds(args.seeds),
         save_model=not args.no_save_model, overwrite=args.overwrite,
     )
     r = run_train(run)
@@ -135,11 +135,29 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_czsl)
 
 
-def _int_list(text: str, what: str) -> tuple[int, ...]:
+_SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:
+    """The one seed-list parser of every command: ``"1,2,3"`` -> ``(1, 2, 3)``.
+
+    Raises:
+        ValueError: not comma-separated integers, no seed, a repeated seed (the spread of one
+            seed counted twice would be reported as zero), or a seed outside ``[0, 2^63 - 1]``.
+    """
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        seeds = tuple(int(x) for x in str(text).split(",") if x.strip())
     except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+        raise ValueError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ValueError(f"{option} must name at least one seed, got {text!r}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"{option} repeats seed(s) {repeated} in {text!r}; give each seed once")
+    out = [s for s in seeds if not 0 <= s <= _SEED_MAX]
+    if out:
+        raise ValueError(f"{option} seeds must lie in [0, 2^63 - 1], got {out}")
+    return seeds
 
 
 def _czsl(args: argparse.Namespace) -> int:
@@ -152,7 +170,7 @@ def _czsl(args: argparse.Namespace) -> int:
         out=args.out, dataset=args.dataset, data_root=args.data_root, synthetic_features=args.synthetic_features,
         data_seed=args.data_seed, methods=methods,
         cn_settings=(False, True) if args.both_cn else ((False,) if args.no_cn else (True,)),
-        seeds=_int_list(args.seeds, "--seeds"), num_tasks=args.tasks, epochs_per_task=args.epochs_per_task,
+        seeds=parse_seeds(args.seeds), num_tasks=args.tasks, epochs_per_task=args.epochs_per_task,
         device=str(resolve_device(args.device)), overwrite=args.overwrite, progress=not args.no_progress,
     )
     result = run_czsl_experiment(exp)

@@ -8,17 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from analysis.cli import parse_seeds
 from figures.context import FigureContext
 from figures.registry import FIGURE_NAMES, figure_module, run_figures
 
 __all__ = ["register"]
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -31,7 +25,7 @@ def _figures(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ValueError("--out is required (the folder for the PNG/PDF figures and their data)")
     ctx = FigureContext(out=args.out, fast=args.fast, data_root=args.data_root, device=args.device,
-                        seeds=_seeds(args.seeds), data_seed=args.data_seed, progress=not args.no_progress,
+                        seeds=parse_seeds(args.seeds), data_seed=args.data_seed, progress=not args.no_progress,
                         only_datasets=tuple(args.datasets or ()))
     summary = run_figures(ctx, args.only or FIGURE_NAMES, plot_only=args.plot_only, overwrite=args.overwrite)
     print(f"{len(summary['figures'])} figures in {summary['total_seconds']:.0f} s; wrote {ctx.out}/figures.json")

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from analysis.cli import add_data_options
+from analysis.cli import add_data_options, parse_seeds
 from analysis.datasets import load_dataset
 from analysis.io import atomic_write, environment_info, refuse_to_overwrite, write_json
 from analysis.model import PRESETS
@@ -89,16 +89,6 @@ def run_probe(run: ProbeRun, data: Any = None) -> dict[str, Any]:
     return payload
 
 
-def _int_tuple(text: str, what: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{what} must name at least one integer, got {text!r}")
-    return values
-
-
 def _model_kwargs(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
@@ -118,7 +108,7 @@ def _probe(args: argparse.Namespace) -> int:
         out=args.out, model=args.model, model_kwargs=_model_kwargs(args.model_kwargs),
         compare=tuple(c.strip() for c in args.compare.split(",") if c.strip()),
         dataset=args.dataset, data_root=args.data_root, synthetic_features=args.synthetic_features,
-        data_seed=args.data_seed, seeds=_int_tuple(args.seeds, "--seeds"), device=args.device, fast=args.fast,
+        data_seed=args.data_seed, seeds=parse_seeds(args.seeds), device=args.device, fast=args.fast,
         overwrite=args.overwrite, progress=not args.no_progress, **{**budget, **chosen},
     )
     payload = run_probe(run)

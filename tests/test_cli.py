@@ -129,7 +129,7 @@ def test_train_with_several_seeds_reports_mean_and_std_and_saves_each_model(tmp_
 
 def test_bad_seed_lists_are_refused(tmp_path, capsys):
     assert main(["train", "--dataset", "APY", "--seeds", "1,1", "--out", str(tmp_path)]) == 2
-    assert "seeds must be distinct integers, at least one, got [1, 1]" in capsys.readouterr().err
+    assert "--seeds repeats seed(s) [1] in '1,1'; give each seed once" in capsys.readouterr().err
     assert main(["train", "--dataset", "APY", "--seeds", "1,x", "--out", str(tmp_path)]) == 2
     assert "--seeds must be comma-separated integers, got '1,x'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -147,4 +147,21 @@ def test_a_malformed_device_is_one_line_in_every_command(command, device, tmp_pa
     assert main([*command, "--device", device, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"cnzsl: error: unknown device '{device}'") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["czsl"], ["figures", "--only", "ablation_table"], ["probe", "--model", "preset:cn"],
+])
+@pytest.mark.parametrize(("seeds", "message"), [
+    ("1,1", "--seeds repeats seed(s) [1] in '1,1'; give each seed once"),
+    ("1,x", "--seeds must be comma-separated integers, got '1,x'"),
+    (",", "--seeds must name at least one seed"),
+    ("1,99999999999999999999", "--seeds seeds must lie in [0, 2^63 - 1], got [99999999999999999999]"),
+])
+def test_one_seed_parser_for_every_command(command, seeds, message, tmp_path, capsys):
+    """czsl and figures used to accept '1,1' and report a zero spread from one seed counted twice."""
+    assert main([*command, "--seeds", seeds, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
