@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -264,14 +266,23 @@ def _cache_key(budget: TrainingBudget, data: LandscapeData, config: TrainConfig,
 
 
 def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The cached payload if ``path`` holds one with this key, else None (missing, stale, unreadable)."""
+    """The cached payload if ``path`` holds one with this key, else None.
+
+    A missing file is silently None; a file that cannot be read as a checkpoint (torn,
+    foreign, unreadable) or that was made with other settings is discarded with one line
+    on stderr saying why, and the models are retrained over it.
+    """
     if not path.is_file():
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a torn or foreign file is simply retrained over
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+        print(f"cnzsl: discarding the model cache {path}: it cannot be read ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else 'no message'}); retraining", file=sys.stderr)
         return None
     if not isinstance(payload, dict) or payload.get("key") != json.dumps(key, sort_keys=True):
+        print(f"cnzsl: discarding the model cache {path}: it was made with other settings (budget, "
+              f"recipe, data or seed); retraining", file=sys.stderr)
         return None
     return payload
 

@@ -228,3 +228,28 @@ def test_loss_surface_refuses_seeds_with_different_probe_steps(tmp_path, monkeyp
         seed, {}, fake[seed], {}, tmp_path, True))
     with pytest.raises(RuntimeError, match="seed 2, classifier: probed steps differ"):
         loss_surface.compute(ctx)
+
+
+def test_a_torn_or_stale_model_cache_is_discarded_with_the_reason(tmp_path, capsys):
+    """Only the errors a bad file raises are caught, and the user is told why the cache goes."""
+    import json
+
+    import torch
+
+    from figures._landscape_models import _read_cache
+
+    key = {"format": 1, "seed": 1}
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(b"not a checkpoint at all")
+    assert _read_cache(torn, key) is None
+    err = capsys.readouterr().err
+    assert f"discarding the model cache {torn}: it cannot be read" in err and "retraining" in err
+    stale = tmp_path / "stale.pt"
+    torch.save({"key": json.dumps({"format": 1, "seed": 2}, sort_keys=True)}, stale)
+    assert _read_cache(stale, key) is None
+    assert "it was made with other settings" in capsys.readouterr().err
+    good = tmp_path / "good.pt"
+    torch.save({"key": json.dumps(key, sort_keys=True), "models": {}}, good)
+    assert _read_cache(good, key) == {"key": json.dumps(key, sort_keys=True), "models": {}}
+    assert capsys.readouterr().err == ""
+    assert _read_cache(tmp_path / "missing.pt", key) is None and capsys.readouterr().err == ""
