@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from analysis.rng import resolve_generator
 from landscape.lanczos import (
     Matvec,
     _apply,
     _check_dtype,
     _check_positive_int,
     _random_vector,
-    _resolve_generator,
 )
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace"]
@@ -97,7 +97,7 @@ def hutchinson_trace(
     """
     n, dev = _check_common(n, dtype, device)
     num_probes = _check_positive_int("num_probes", num_probes, minimum=2, why=" for a standard error")
-    gen = _resolve_generator(generator)
+    gen = resolve_generator(generator)
     samples = torch.empty(num_probes, dtype=torch.float64)
     for i in range(num_probes):
         z = _random_vector(n, gen, dtype, dev)
@@ -150,7 +150,7 @@ def hutchpp_trace(
     n, dev = _check_common(n, dtype, device)
     num_matvecs = _check_positive_int("num_matvecs", num_matvecs, minimum=4,
                                       why=" (1 sketch column, its product and 2 probes)")
-    gen = _resolve_generator(generator)
+    gen = resolve_generator(generator)
     s = min(num_matvecs // 3, n)
     p = num_matvecs - 2 * s
     sketch = torch.stack([_random_vector(n, gen, dtype, dev) for _ in range(s)], dim=1)  # [n, s]

@@ -28,6 +28,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from analysis.rng import resolve_generator
+
 __all__ = [
     "EigenResult",
     "LanczosResult",
@@ -77,17 +79,6 @@ class PowerIterationResult(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _resolve_generator(generator: torch.Generator | None) -> torch.Generator:
-    """``generator``, or a fresh CPU generator seeded from the OS when it is None."""
-    if generator is None:
-        fresh = torch.Generator()
-        fresh.seed()  # non-deterministic seed (std::random_device), not the global RNG
-        return fresh
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
-
-
 def _random_vector(
     n: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device,
     distribution: Literal["rademacher", "gaussian"] = "rademacher",
@@ -353,7 +344,7 @@ def lanczos_tridiagonal(
     num_steps = _check_positive_int("num_steps", num_steps, n)
     dtype, dev = _working_dtype_device(start, dtype, device)
     if start is None:
-        start = _random_vector(n, _resolve_generator(generator), dtype, dev, start_distribution)
+        start = _random_vector(n, resolve_generator(generator), dtype, dev, start_distribution)
     else:
         start = _check_start(start, n, dtype, dev)
     tol = _default_breakdown_tol(dtype) if breakdown_tol is None else breakdown_tol
@@ -578,7 +569,7 @@ def lanczos_top_eigenvalues(
         start = _check_start(start, n, dtype, dev)
     if start_distribution not in ("rademacher", "gaussian"):
         raise ValueError(f"start_distribution must be 'rademacher' or 'gaussian', got {start_distribution!r}")
-    gen = _resolve_generator(generator)  # restarts always draw, even after a given start
+    gen = resolve_generator(generator)  # restarts always draw, even after a given start
 
     sign = 1.0 if which == "largest" else -1.0
     op: Matvec = matvec if sign > 0 else (lambda v: -matvec(v))
@@ -669,7 +660,7 @@ def power_iteration(
         raise ValueError(f"tol must be in (0, 1), got tol={tol}")
     dtype, dev = _working_dtype_device(start, dtype, device)
     if start is None:
-        v = _random_vector(n, _resolve_generator(generator), dtype, dev)
+        v = _random_vector(n, resolve_generator(generator), dtype, dev)
     else:
         v = _check_start(start, n, dtype, dev)
     v = v / v.norm()

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analysis.rng import resolve_generator
 from landscape.objective import Batch, Objective
 
 if TYPE_CHECKING:  # matplotlib is imported only when drawing
@@ -70,13 +71,6 @@ class Slice2D:
     alphas: Tensor  # [A] float64, along direction 1
     betas: Tensor  # [B] float64, along direction 2
     losses: Tensor  # [A, B]
-
-
-def _os_seeded_generator() -> torch.Generator:
-    """A fresh CPU generator seeded from the OS (never the global RNG)."""
-    generator = torch.Generator()
-    generator.seed()  # non-deterministic seed from std::random_device
-    return generator
 
 
 def filter_normalized_direction(
@@ -125,7 +119,7 @@ def filter_normalized_direction(
     """
     params = _origin(objective, params)
     if generator is None:
-        generator = _os_seeded_generator()
+        generator = resolve_generator(None)
     if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
         raise TypeError(
             f"generator must be a CPU torch.Generator (directions are drawn on the CPU so a seed "

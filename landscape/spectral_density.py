@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analysis.rng import resolve_generator
 from landscape.hutchinson import TraceEstimate
 from landscape.lanczos import (
     Matvec,
@@ -34,7 +35,6 @@ from landscape.lanczos import (
     _check_positive_int,
     _check_start,
     _random_vector,
-    _resolve_generator,
     lanczos_tridiagonal,
 )
 
@@ -153,7 +153,7 @@ def spectral_density(
     num_steps = min(n, 30) if num_steps is None else _check_positive_int("num_steps", num_steps, n)
     if probes is None:
         num_probes = _check_positive_int("num_probes", num_probes)
-        gen = _resolve_generator(generator)
+        gen = resolve_generator(generator)
         starts = [_random_vector(n, gen, dtype, dev) for _ in range(num_probes)]
     else:
         if not isinstance(probes, Tensor) or probes.dim() != 2 or probes.shape[1] != n:

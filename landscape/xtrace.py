@@ -103,8 +103,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from analysis.rng import resolve_generator
 from landscape.hutchinson import TraceEstimate, _check_common, _mean_and_stderr
-from landscape.lanczos import Matvec, _apply, _check_positive_int, _random_vector, _resolve_generator
+from landscape.lanczos import Matvec, _apply, _check_positive_int, _random_vector
 
 __all__ = ["xtrace"]
 
@@ -249,7 +250,7 @@ def xtrace(
     if test_vectors not in _TEST_VECTORS:
         raise ValueError(f"test_vectors must be one of {', '.join(map(repr, _TEST_VECTORS))}, "
                          f"got test_vectors={test_vectors!r}")
-    gen = _resolve_generator(generator)
+    gen = resolve_generator(generator)
     s = num_matvecs // 2
     draw = _sphere_vector if test_vectors == "sphere" else _random_vector
     omega = torch.stack([draw(n, gen, dtype, dev) for _ in range(s)], dim=1)  # [n, s]

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from analysis.rng import resolve_generator
 from variance.estimate import Check, Estimate, check, mean_estimate, variance_estimate
 
 __all__ = [
@@ -139,15 +140,6 @@ def unit_variance_gamma(d: int, exact: bool = False) -> float:
 # --------------------------------------------------------------------------- Monte Carlo
 
 
-def _generator(generator: torch.Generator | None) -> torch.Generator:
-    """The generator to draw from; ``None`` gives a fresh one seeded from OS entropy, so the
-    global RNG is never touched (and results are not reproducible: pass a generator)."""
-    if generator is not None:
-        return generator
-    fresh = torch.Generator()
-    fresh.seed()
-    return fresh
-
 
 def _check_num_pairs(num_pairs: int) -> None:
     if isinstance(num_pairs, bool) or not isinstance(num_pairs, int) or num_pairs < 2:
@@ -182,7 +174,7 @@ def _sample_cosines(
     _check_num_pairs(num_pairs)
     if distribution not in COSINE_DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; choose one of {COSINE_DISTRIBUTIONS}")
-    gen = _generator(generator)
+    gen = resolve_generator(generator)
     rows = max(1, _CHUNK_ELEMENTS // d)
     chunks = []
     for start in range(0, num_pairs, rows):
@@ -270,7 +262,7 @@ def estimate_cosine_variance_slope(
     dims = [int(d) for d in dims]
     if len(set(dims)) < 2:
         raise ValueError(f"a slope needs at least 2 distinct dimensions, got {dims}")
-    gen = _generator(generator)
+    gen = resolve_generator(generator)
     estimates = [estimate_cosine_variance(d, num_pairs, distribution=distribution, dtype=dtype, generator=gen)
                  for d in dims]
     x = torch.tensor([math.log(d) for d in dims], dtype=torch.float64)
@@ -327,7 +319,7 @@ def estimate_cosine_variance_of(
             f"expected features [N, d] and prototypes [M, d] (or None) with the same d, got shapes {shapes}"
         )
     n, d = features.shape
-    gen = _generator(generator)
+    gen = resolve_generator(generator)
     device = features.device
     z_all = features.detach().double()
     if prototypes is None:

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from analysis.class_standardization import frozen_class_statistics
+from analysis.rng import resolve_generator
 
 __all__ = [
     "AGEM_MEMORY_PER_CLASS",
@@ -297,14 +298,6 @@ class MASOnline(QuadraticAnchorPenalty):
 # --------------------------------------------------------------------------- A-GEM
 
 
-def _generator(generator: torch.Generator | None) -> torch.Generator:
-    """``generator``, or a fresh one seeded from OS entropy (never the global RNG)."""
-    if generator is not None:
-        return generator
-    fresh = torch.Generator()
-    fresh.seed()
-    return fresh
-
 
 class EpisodicMemory:
     """A-GEM's episodic memory: at most ``per_class`` (features, label) samples per class.
@@ -372,7 +365,7 @@ class EpisodicMemory:
             if features.shape[1] != stored:
                 raise ValueError(f"features have d_z = {features.shape[1]} but the memory stores "
                                  f"d_z = {stored}; use one memory per feature space")
-        generator = _generator(generator)
+        generator = resolve_generator(generator)
         for c in torch.unique(labels).tolist():  # sorted
             rows = torch.nonzero(labels == c).squeeze(1)
             have = self._features[c].shape[0] if c in self._features else 0
@@ -397,7 +390,7 @@ class EpisodicMemory:
         """
         _check_positive_int(batch, "batch")
         features, labels = self.features, self.labels
-        order = torch.randperm(features.shape[0], generator=_generator(generator))[:batch]
+        order = torch.randperm(features.shape[0], generator=resolve_generator(generator))[:batch]
         order = order.to(features.device)
         return features[order], labels[order]
 
