@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"cnzsl: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the file system refused (permissions, a file in the way, disk full)
+        print(f"cnzsl: error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

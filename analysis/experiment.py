@@ -31,7 +31,7 @@ from typing import Any
 from analysis.checkpoint import save_checkpoint
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.evaluation import evaluate
-from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
+from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json, write_png
 from analysis.model import PRESETS, preset_config
 from analysis.seed_ensemble import train_seeds
 from analysis.training import History, TrainConfig, resolve_device, train_model
@@ -60,7 +60,7 @@ class TrainRun:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")

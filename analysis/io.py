@@ -22,7 +22,8 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "environment_info", "refuse_to_overwrite", "to_jsonable", "write_json", "write_png"]
+__all__ = ["atomic_write", "check_output_folder", "environment_info", "refuse_to_overwrite", "to_jsonable",
+           "write_json", "write_png"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -49,6 +50,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_output_folder(out: str | os.PathLike) -> Path:
+    """``out`` as a Path, refused before any work when it cannot be a folder.
+
+    Raises:
+        ValueError: ``out`` is an existing file, or lies inside one (``FILE/sub``).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder; pass a folder (it is created if missing)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {str(out)!r} lies inside the file {str(parent)!r}; pass a folder")
+            break
+    return out
 
 
 def refuse_to_overwrite(folder: str | os.PathLike, names: Iterable[str], overwrite: bool = False) -> None:

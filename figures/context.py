@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from analysis.data import DataError, ZSLData
 from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
-from analysis.io import environment_info, to_jsonable
+from analysis.io import check_output_folder, environment_info, to_jsonable
 from analysis.training import resolve_device
 
 __all__ = ["DataChoice", "EpochsBudget", "FigureContext", "read_cache"]
@@ -86,7 +86,7 @@ class FigureContext:
     extra: dict[str, Any] = field(default_factory=dict)  # per-figure overrides (tests use it)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "out", check_output_folder(self.out))
         if self.data_root is not None:
             object.__setattr__(self, "data_root", Path(self.data_root))
             if not self.data_root.is_dir():

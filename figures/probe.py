@@ -62,8 +62,6 @@ def run_probe(run: ProbeRun, data: Any = None) -> dict[str, Any]:
         ModelContractError, ValueError, DataError: a model, option or data set is unusable;
             raised before any training.
     """
-    if run.out.exists() and not run.out.is_dir():
-        raise ValueError(f"--out {str(run.out)!r} is a file; pass a folder")
     refuse_to_overwrite(run.out, OUTPUT_FILES, run.overwrite)
     device = resolve_device(run.device)
     specs = _specs(run)

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from analysis.io import check_output_folder
 from analysis.data import ZSLData
 from analysis.datasets import canonical_dataset_name
 from analysis.evaluation import evaluate
@@ -112,7 +113,7 @@ class ProbeRun:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         object.__setattr__(self, "compare", tuple(self.compare))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))

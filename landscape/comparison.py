@@ -36,7 +36,7 @@ import torch
 
 from analysis.data import ZSLData
 from analysis.datasets import canonical_dataset_name, load_dataset
-from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
+from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json, write_png
 from analysis.model import ClassifierConfig, preset_config
 from analysis.training import StepInfo, TrainConfig, build_model, resolve_device, train
 from landscape.hvp import HessianOperator
@@ -76,7 +76,7 @@ class LandscapeRun:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         object.__setattr__(self, "models", tuple(self.models))
         unknown = [m for m in self.models if m not in MODEL_KINDS]

@@ -165,3 +165,33 @@ def test_one_seed_parser_for_every_command(command, seeds, message, tmp_path, ca
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["czsl"], ["landscape"], ["variance", "--dataset", "CUB"], ["figures", "--only", "normalize_scale"],
+    ["probe", "--model", "preset:cn"],
+])
+@pytest.mark.parametrize("where", ["file", "inside_file"])
+def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(command, where, tmp_path, capsys):
+    """--out FILE used to train first and then fail; --out FILE/sub ended in a traceback."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    out = blocker if where == "file" else blocker / "sub"
+    assert main([*command, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    expected = "is a file, not a folder" if where == "file" else "lies inside the file"
+    assert err.startswith("cnzsl: error: --out") and expected in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "mine"
+
+
+def test_an_os_error_at_the_command_edge_is_one_line(monkeypatch, capsys):
+    """A file-system refusal (permissions, disk full) is one line with exit 2, not a traceback."""
+    import analysis.cli as cli
+
+    def refused(run):
+        raise PermissionError(13, "Permission denied", "/read-only/results.json")
+
+    monkeypatch.setattr(cli, "run_train", refused)
+    assert main(["train", "--dataset", "APY", "--epochs", "1", "--out", "/tmp/never-written"]) == 2
+    err = capsys.readouterr().err
+    assert err == "cnzsl: error: Permission denied: /read-only/results.json\n"

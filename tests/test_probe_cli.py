@@ -186,7 +186,7 @@ def test_bad_options_are_one_line_errors(args, message, tmp_path, no_training, c
 def test_out_that_is_a_file_is_refused(tmp_path, no_training, capsys):
     (tmp_path / "file").write_text("mine")
     assert main(["probe", "--model", "preset:ln", "--out", str(tmp_path / "file"), "--fast"]) == 2
-    assert "is a file; pass a folder" in capsys.readouterr().err
+    assert "is a file, not a folder; pass a folder" in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "mine"
 
 

@@ -22,7 +22,7 @@ import torch
 from analysis.data import ZSLData
 from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
 from analysis.gbu import dataset_dir, read_att_splits
-from analysis.io import environment_info, refuse_to_overwrite, write_json
+from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json
 from analysis.synthetic import make_synthetic
 from variance.attribute_statistics import attribute_statistics, format_attribute_table
 from variance.report import format_variance_table, variance_report
@@ -49,7 +49,7 @@ def _load(name: str, data_root: Path | None, seed: int) -> ZSLData:
 
 
 def _variance(args: argparse.Namespace) -> int:
-    target = Path(args.out) / "variance.json"
+    target = check_output_folder(args.out) / "variance.json"
     refuse_to_overwrite(args.out, [target.name], args.overwrite)
     names = _dataset_names(args.dataset, args.data_root)
     rows, start = [], time.perf_counter()

@@ -21,7 +21,7 @@ from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
 from analysis.czsl.tasks import continual_split
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.experiment import mean_std
-from analysis.io import environment_info, refuse_to_overwrite, write_json, write_png
+from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json, write_png
 
 __all__ = ["CZSLExperiment", "METRICS", "format_czsl_table", "run_czsl_experiment"]
 
@@ -48,7 +48,7 @@ class CZSLExperiment:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
