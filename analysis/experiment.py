@@ -64,8 +64,10 @@ class TrainRun:
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.seen_logit_scale is not None and not self.seen_logit_scale > 0:
-            raise ValueError(f"seen_logit_scale must be positive, got {self.seen_logit_scale}")
+        if self.seen_logit_scale is not None and not (math.isfinite(self.seen_logit_scale)
+                                                      and self.seen_logit_scale > 0):
+            raise ValueError(f"--seen-logit-scale must be a finite positive number, got {self.seen_logit_scale}; "
+                             f"use 1.0 for no calibration (authors: 0.95)")
         if self.seeds is not None:
             seeds = tuple(int(x) for x in self.seeds)
             if not seeds or len(set(seeds)) != len(seeds):
@@ -123,6 +125,10 @@ def run_train(run: TrainRun) -> dict[str, Any]:
     device = resolve_device(run.train.device)
     data = load_dataset(run.dataset, data_root=run.data_root,
                         synthetic_features=run.synthetic_features, seed=run.data_seed)
+    if run.train.batch_size > data.trainval.numel():
+        raise ValueError(f"--batch-size {run.train.batch_size} exceeds the {data.trainval.numel()} trainval samples of "
+                         f"{data.name}: every epoch would be one step on all of them; use at most "
+                         f"{data.trainval.numel()} (the recipe: 256)")
     config = preset_config(run.preset, data.attribute_dim, data.feature_dim,
                            standardization_mode=run.standardization_mode)
     seeds = list(run.seeds) if run.seeds is not None else [run.train.seed]

@@ -244,8 +244,9 @@ def dataset_dir(root: str | os.PathLike, dataset: str) -> Path:
         raise DataError(f"unknown GBU data set {dataset!r}; valid names: {list(GBU_DATASETS)}")
     root = Path(root)
     if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(
-            f"GBU root folder {root} does not exist; pass the folder that holds "
+            f"GBU root folder {root} {what}; pass the folder that holds "
             f"<DATASET>/att_splits.mat and <DATASET>/res101.mat"
         )
     return root / name

@@ -67,6 +67,8 @@ class TrainConfig:
                 f"need lr > 0, weight_decay >= 0 and 0 < lr_decay <= 1, got lr={self.lr}, "
                 f"weight_decay={self.weight_decay}, lr_decay={self.lr_decay}"
             )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= 2**63 - 1:
+            raise ValueError(f"seed must be an integer in [0, 2^63 - 1] (a torch.Generator seed), got {self.seed!r}")
         if self.attribute_norm not in ATTRIBUTE_NORMS:
             raise ValueError(f"unknown attribute_norm {self.attribute_norm!r}; choose one of {ATTRIBUTE_NORMS}")
         if self.fast_path not in FAST_PATHS:

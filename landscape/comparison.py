@@ -85,6 +85,9 @@ class LandscapeRun:
         for name in ("epochs", "probe_every", "slice_points", "slice_samples", "lanczos_max_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.slice_points < 2:
+            raise ValueError(f"--slice-points must be at least 2 (a 2-D slice needs two points per axis), "
+                             f"got {self.slice_points}")
         if not (self.slice_range > 0 and self.lanczos_tol > 0):
             raise ValueError(f"slice_range and lanczos_tol must be positive, got {self.slice_range}, {self.lanczos_tol}")
 

@@ -195,3 +195,27 @@ def test_an_os_error_at_the_command_edge_is_one_line(monkeypatch, capsys):
     assert main(["train", "--dataset", "APY", "--epochs", "1", "--out", "/tmp/never-written"]) == 2
     err = capsys.readouterr().err
     assert err == "cnzsl: error: Permission denied: /read-only/results.json\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "--dataset", "APY", "--seen-logit-scale", "inf"], "--seen-logit-scale must be a finite positive number"),
+    (["train", "--dataset", "APY", "--seed", "99999999999999999999"], "seed must be an integer in [0, 2^63 - 1]"),
+    (["train", "--dataset", "APY", "--batch-size", "100000"], "--batch-size 100000 exceeds the"),
+    (["train", "--dataset", "APY", "--data-root", "FILE"], "is a file, not a folder"),
+    (["variance", "--dataset", "CUB", "--num-inits", "0"], "--num-inits must be at least 2"),
+    (["variance", "--dataset", "CUB", "--width", "0"], "--width must be at least 1, got 0"),
+    (["landscape", "--slice-points", "1"], "--slice-points must be at least 2"),
+])
+def test_options_are_validated_before_any_training(args, message, tmp_path, capsys, monkeypatch):
+    """Each of these used to fail late (after training), with an internal message, or not at all."""
+    import analysis.training as training
+
+    def forbidden(*a, **k):
+        raise AssertionError("training started before the options were checked")
+
+    monkeypatch.setattr(training, "fit", forbidden)
+    (tmp_path / "FILE").write_text("x")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -49,6 +49,10 @@ def _load(name: str, data_root: Path | None, seed: int) -> ZSLData:
 
 
 def _variance(args: argparse.Namespace) -> int:
+    for option, value, least in (("--num-inits", args.num_inits, 2), ("--width", args.width, 1)):
+        if value < least:
+            raise ValueError(f"{option} must be at least {least}, got {value}"
+                             + (" (a standard error needs two inits)" if option == "--num-inits" else ""))
     target = check_output_folder(args.out) / "variance.json"
     refuse_to_overwrite(args.out, [target.name], args.overwrite)
     names = _dataset_names(args.dataset, args.data_root)
