@@ -68,7 +68,7 @@ def test_existing_outputs_are_never_overwritten(apy_run, capsys):
         (["--preset", "resnet"], "unknown preset 'resnet'; choose one of mlp, mlp+eq9, mlp+eq10, cn"),
         (["--synthetic-features"], "--synthetic-features needs --data-root"),
         (["--data-root", "/nonexistent/gbu"], "GBU root folder /nonexistent/gbu does not exist"),
-        (["--seen-logit-scale", "0"], "seen_logit_scale must be positive"),
+        (["--seen-logit-scale", "0"], "--seen-logit-scale must be a finite positive number"),
         (["--epochs", "0"], "epochs must be a positive integer"),
     ],
 )
