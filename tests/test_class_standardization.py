@@ -21,9 +21,12 @@ def _h(k: int, d: int, seed: int) -> torch.Tensor:
     return torch.randn(k, d, generator=g, dtype=torch.float64) * 3 + 1
 
 
-@given(k=st.integers(2, 40), d=st.integers(1, 16), seed=st.integers(0, 2**31 - 1))
-def test_training_mode_equals_batchnorm_without_affine(k, d, seed):
-    h = _h(k, d, seed)
+@given(k=st.integers(2, 40), d=st.integers(1, 16), seed=st.integers(0, 2**31 - 1),
+       scales=st.lists(st.sampled_from([3.0, 1e-2, 3e-3, 1e-3]), min_size=16, max_size=16))
+def test_training_mode_equals_batchnorm_without_affine(k, d, seed, scales):
+    """Columns of every scale, down to class variances near eps = 1e-5 (scale 3e-3 gives about
+    1e-5, scale 1e-3 about 1e-6), where eps dominates the denominator."""
+    h = (_h(k, d, seed) - 1) / 3 * torch.tensor(scales[:d], dtype=torch.float64) + 1
     cs = ClassStandardization(d).double().train()
     bn = nn.BatchNorm1d(d, affine=False, momentum=0.1, eps=1e-5).double().train()
     torch.testing.assert_close(cs(h), bn(h), rtol=1e-12, atol=1e-12)

@@ -15,7 +15,7 @@ from landscape.comparison import LandscapeRun, TrajectoryProbe, model_config, ru
 from landscape.hutchinson import hutchinson_trace
 from landscape.hvp import HessianOperator, gradient_norm
 from landscape.lanczos import lanczos_top_eigenvalues
-from landscape.objective import Batch, Objective, parameter_names
+from landscape.objective import Batch, Objective, parameter_names, zsl_batches
 
 
 def _setup(parameters=None):
@@ -82,8 +82,16 @@ def test_comparison_writes_json_plots_and_refuses_to_overwrite(tiny_data, tmp_pa
     for kind, r in saved["models"].items():
         assert len(r["slice"]["losses"]) == 3 and len(r["slice"]["losses"][0]) == 3
         assert r["summary"]["probes"] == len(r["trajectory"]) >= 2
-        # the slice's centre is the loss of the trained model on the slice batch
-        assert r["slice"]["losses"][1][1] > 0
+        # the slice's centre is the loss of the trained model on the slice batch: retrain
+        # the same model (the probes are pure, so the run is that of a plain train) and
+        # evaluate the objective on the first slice_samples trainval samples
+        model = build_model(model_config(kind, tiny_data), run.seed)
+        train(model, tiny_data, TrainConfig(epochs=run.epochs, seed=run.seed, device="cpu", progress=False))
+        batch = zsl_batches(tiny_data)[0]
+        sub = Batch(batch.features[:run.slice_samples], batch.targets[:run.slice_samples], batch.attributes)
+        objective = Objective(model)
+        centre = float(objective.loss(objective.params(), sub))
+        assert r["slice"]["losses"][1][1] == pytest.approx(centre, rel=1e-5)
     for png in ("trajectories.png", "slices.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FileExistsError, match="already holds landscape.json"):

@@ -180,7 +180,7 @@ def test_errors():
         batched_embedder_forward(draw_embedder(EmbedderConfig(4, 6), 2), torch.rand(3, 5))
 
 
-def test_same_generator_seed_same_draws_whatever_the_chunking_of_streams():
+def test_same_generator_seed_same_draws_another_seed_other_draws_and_fewer_inits_than_streams():
     cfg = EmbedderConfig(5, 6, hidden_dims=(4,))
     a = draw_embedder(cfg, 3, generator=_gen(7))
     b = draw_embedder(cfg, 3, generator=_gen(7))
