@@ -22,6 +22,7 @@ classes once.  Deterministic on the CPU for a given seed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -92,8 +93,13 @@ def _targets(labels: Tensor, classes: Tensor) -> Tensor:
     return torch.searchsorted(classes, labels)
 
 
-def run_czsl(data: ZSLData, split: ContinualSplit, config: CZSLConfig) -> CZSLResult:
-    """Run ``config.method`` on the tasks of ``split`` (module docstring)."""
+def run_czsl(data: ZSLData, split: ContinualSplit, config: CZSLConfig, *,
+             on_task_end: Callable[[int, nn.Module], None] | None = None) -> CZSLResult:
+    """Run ``config.method`` on the tasks of ``split`` (module docstring).
+
+    ``on_task_end(t, model)`` is called after task ``t``'s training and consolidation,
+    before its evaluation (for tests and probes; it must not modify the model).
+    """
     device = resolve_device(config.device)
     data = data.to(device)
     attributes = normalize_attributes(data.attributes, "l2_sqrt")
@@ -144,6 +150,8 @@ def run_czsl(data: ZSLData, split: ContinualSplit, config: CZSLConfig) -> CZSLRe
                 penalty.consolidate(model, mas_importance(model, task_batches))
             else:
                 memory.add(data.features[samples], labels[samples], memory_draws)
+        if on_task_end is not None:
+            on_task_end(t, model)
         logits = class_logits(model, data.features[test], attributes)
         evaluations.append(evaluate_time_step(logits, labels[test], list(split.task_classes), t))
     return CZSLResult(config, tuple(evaluations), summarize(evaluations))
