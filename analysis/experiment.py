@@ -95,12 +95,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _loss_figure(histories: list[History], seeds: list[int], title: str):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the process-wide backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), constrained_layout=True)
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
     for seed, history in zip(seeds, histories):
         epochs = range(1, len(history.loss) + 1)
         ax.plot(epochs, history.loss, marker="o", markersize=3, label=f"seed {seed}")

@@ -85,12 +85,13 @@ def refuse_to_overwrite(folder: str | os.PathLike, names: Iterable[str], overwri
 
 
 def write_png(path: str | os.PathLike, fig: Any, dpi: int = 120) -> Path:
-    """Atomically write the matplotlib figure ``fig`` as a PNG, then close it."""
-    import matplotlib.pyplot as plt
-
+    """Atomically write the matplotlib figure ``fig`` as a PNG, then close it (when pyplot
+    manages it; a plain ``matplotlib.figure.Figure`` needs no closing)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
+    pyplot = sys.modules.get("matplotlib.pyplot")  # never imported here: no backend is chosen
+    if pyplot is not None:
+        pyplot.close(fig)
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 

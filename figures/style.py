@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import seaborn as sns
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from analysis.io import atomic_write  # noqa: E402
+from analysis.io import atomic_write
 
 __all__ = ["MODEL_COLORS", "MODEL_LABELS", "PNG_DPI", "add_caption", "apply_style", "color", "label",
            "new_figure", "save_figure"]
@@ -79,7 +78,7 @@ def label(name: str) -> str:
 def apply_style() -> None:
     """Set the shared rcParams (idempotent): white grid, 10 pt text, no top/right spines."""
     sns.set_theme(context="paper", style="whitegrid", palette=_PALETTE, font_scale=1.15)
-    plt.rcParams.update({
+    matplotlib.rcParams.update({
         "axes.spines.top": False, "axes.spines.right": False,
         "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
         "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12,
@@ -89,23 +88,23 @@ def apply_style() -> None:
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, panel_width: float = 3.4, panel_height: float = 2.8,
-               **kwargs: Any) -> tuple[plt.Figure, Any]:
-    """``plt.subplots`` with the shared style and ``constrained_layout``, sized per panel
-    (inches), so text never overlaps between panels."""
+               **kwargs: Any) -> tuple[Figure, Any]:
+    """A ``matplotlib.figure.Figure`` with a grid of axes, the shared style and the
+    constrained layout, sized per panel (inches), so text never overlaps between panels.
+    No pyplot: the process-wide backend is never touched."""
     apply_style()
     kwargs.setdefault("squeeze", False)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols, panel_height * nrows),
-                             layout="constrained", **kwargs)
-    return fig, axes
+    fig = Figure(figsize=(panel_width * ncols, panel_height * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def add_caption(fig: plt.Figure, text: str) -> None:
+def add_caption(fig: Figure, text: str) -> None:
     """A small grey line under the panels saying what produced the figure (data source, budget)."""
     fig.supxlabel(text, fontsize=8, color="0.35")
 
 
-def save_figure(fig: plt.Figure, out: Path, name: str, formats: Iterable[str] = ("png", "pdf")) -> list[Path]:
-    """Write ``out/name.png`` and ``out/name.pdf`` atomically and close ``fig``."""
+def save_figure(fig: Figure, out: Path, name: str, formats: Iterable[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``out/name.png`` and ``out/name.pdf`` atomically (and close ``fig`` if pyplot made it)."""
     # fontTools (PDF font subsetting) logs harmless notes about old font timestamps
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     paths = []
@@ -114,5 +113,7 @@ def save_figure(fig: plt.Figure, out: Path, name: str, formats: Iterable[str] = 
         fig.savefig(buffer, format=fmt, dpi=PNG_DPI)
         data = buffer.getvalue()
         paths.append(atomic_write(Path(out) / f"{name}.{fmt}", lambda f, data=data: f.write(data)))
-    plt.close(fig)
+    pyplot = sys.modules.get("matplotlib.pyplot")  # a figure made with pyplot is released
+    if pyplot is not None:
+        pyplot.close(fig)
     return paths

@@ -157,14 +157,12 @@ def _summary(probe: TrajectoryProbe) -> dict[str, float]:
 
 
 def _trajectory_figure(results: dict[str, dict[str, Any]], title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the process-wide backend is left alone
 
     keys = [("gradient_norm", "gradient norm ||g||"), ("top_eigenvalue", "top Hessian eigenvalue"),
             ("effective_beta", "effective β-smoothness")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
     for ax, (key, label) in zip(axes, keys):
         for kind, result in results.items():
             steps = [r["step"] for r in result["trajectory"]]
@@ -178,13 +176,10 @@ def _trajectory_figure(results: dict[str, dict[str, Any]], title: str):
 
 
 def _slice_figure(results: dict[str, dict[str, Any]], slices: dict[str, Any], title: str):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the process-wide backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4), constrained_layout=True,
-                             squeeze=False)
+    fig = Figure(figsize=(4.6 * len(results), 4), layout="constrained")
+    axes = fig.subplots(1, len(results), squeeze=False)
     for ax, kind in zip(axes[0], results):
         plot_slice_2d(slices[kind], ax, log=True)
         ax.set_title(_LABELS[kind])

@@ -224,12 +224,12 @@ def plot_slice_1d(slice1d: Slice1D, ax: Axes | None = None, *, log: bool = False
     Raises:
         ValueError: ``log=True`` with a non-positive loss.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     alphas, losses = slice1d.alphas.numpy(), slice1d.losses.double().numpy()
     order = np.argsort(alphas, kind="stable")
     if ax is None:
-        _, ax = plt.subplots()
+        ax = Figure().add_subplot()
     if log:
         _check_positive(losses)
         ax.set_yscale("log")
@@ -262,8 +262,8 @@ def plot_slice_2d(
         ValueError: fewer than 2 grid points along an axis, or ``log=True`` with a
             non-positive loss.
     """
-    import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     alphas, betas = slice2d.alphas.numpy(), slice2d.betas.numpy()
     losses = slice2d.losses.double().numpy()  # [A, B]
@@ -275,7 +275,7 @@ def plot_slice_2d(
     ia, ib = np.argsort(alphas, kind="stable"), np.argsort(betas, kind="stable")
     z = losses[np.ix_(ia, ib)].T  # [B, A]: contour wants rows along y (beta), columns along x (alpha)
     if ax is None:
-        _, ax = plt.subplots()
+        ax = Figure().add_subplot()
     kwargs = {}
     if log:
         _check_positive(losses)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from analysis.io import atomic_write, environment_info, to_jsonable, write_json
+from tests.conftest import REPO
 
 
 def files_under(folder: Path) -> list[str]:
@@ -145,3 +146,32 @@ def test_atomic_write_gives_the_usual_file_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_drawing_never_switches_the_process_wide_matplotlib_backend(tmp_path):
+    """Importing figures.style and drawing the train, czsl, landscape and slice figures used
+    to call matplotlib.use('Agg'); a user's backend (here 'svg') must survive all of it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import matplotlib
+        matplotlib.use("svg")
+        import torch
+        import figures.style as style
+        from analysis.experiment import _loss_figure
+        from analysis.training import History
+        from analysis.io import write_png
+        from landscape.slices import Slice1D, Slice2D, plot_slice_1d, plot_slice_2d
+        fig, axes = style.new_figure(1, 2)
+        style.save_figure(fig, {str(tmp_path)!r}, "styled", formats=("png",))
+        write_png({str(tmp_path / "loss.png")!r}, _loss_figure([History(loss=[1.0, 0.5])], [1], "t"))
+        grid = torch.linspace(-1, 1, 3, dtype=torch.float64)
+        plot_slice_1d(Slice1D(grid, grid.square() + 1))
+        plot_slice_2d(Slice2D(grid, grid, grid[:, None].square() + grid[None, :].square() + 1))
+        print(matplotlib.get_backend())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "svg", out.stderr
+    assert (tmp_path / "styled.png").read_bytes()[:4] == b"\x89PNG"

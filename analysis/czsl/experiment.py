@@ -74,12 +74,10 @@ def format_czsl_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _figure(rows: list[dict[str, Any]], title: str):
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the process-wide backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True, sharex=True)
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
     for r in rows:
         per_seed = r["per_seed"]
         steps = range(1, len(per_seed[0]["evaluations"]) + 1)
