@@ -198,3 +198,11 @@ def test_vectorized_embedder_refuses_other_normalizations():
 
     with pytest.raises(ValueError, match=r"normalization='ln'.*variance.profile_at_init"):
         draw_embedder(EmbedderConfig(12, 32, hidden_dims=(8,), normalization="ln"), 2)
+
+
+def test_drawing_leaves_no_thread_behind():
+    """The parallel draw used a module-level thread pool that was never shut down."""
+    import threading
+
+    draw_embedder(EmbedderConfig(5, 6, hidden_dims=(4,)), 3, generator=_gen(0))
+    assert not [t for t in threading.enumerate() if t.name.startswith("variance-draw")]

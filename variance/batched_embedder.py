@@ -54,7 +54,6 @@ class EmbedderDraw:
 
 
 _STREAMS = 2  # parallel random streams per draw (fixed, so results do not depend on the machine)
-_POOL: ThreadPoolExecutor | None = None
 
 
 def _fill_uniform(tensors: list[tuple[Tensor, float]], generator: torch.Generator | None) -> None:
@@ -65,7 +64,6 @@ def _fill_uniform(tensors: list[tuple[Tensor, float]], generator: torch.Generato
     generator (seeded from ``generator``) in its own thread: the same law, about twice as
     fast on two cores, and deterministic for a given ``generator``.
     """
-    global _POOL
     seeds = torch.randint(0, 2**62, (_STREAMS,), generator=generator).tolist()
     streams = [torch.Generator().manual_seed(seed) for seed in seeds]
 
@@ -75,9 +73,10 @@ def _fill_uniform(tensors: list[tuple[Tensor, float]], generator: torch.Generato
             if i < len(parts):
                 parts[i].uniform_(-bound, bound, generator=streams[i])
 
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(_STREAMS, thread_name_prefix="variance-draw")
-    list(_POOL.map(fill, range(_STREAMS)))
+    # a pool per draw, shut down on return: no thread outlives the call (starting two
+    # threads costs well under a millisecond, against tens of ms for a draw)
+    with ThreadPoolExecutor(_STREAMS, thread_name_prefix="variance-draw") as pool:
+        list(pool.map(fill, range(_STREAMS)))
 
 
 def draw_embedder(
