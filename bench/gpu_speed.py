@@ -35,7 +35,7 @@ from analysis import TrainConfig, build_model, evaluate, load_dataset, preset_co
 from analysis.io import environment_info, refuse_to_overwrite, write_json
 from analysis.seed_ensemble import train_seeds
 from landscape.hvp import HessianOperator
-from landscape.lanczos import lanczos_top_eigenvalues
+from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Objective, zsl_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -26,7 +26,8 @@ import torch
 from analysis import TrainConfig, load_dataset, preset_config, train
 from analysis.training import build_model
 from landscape.hvp import HessianOperator
-from landscape.lanczos import lanczos_top_eigenvalues, lanczos_tridiagonal
+from landscape.lanczos import lanczos_tridiagonal
+from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Objective, zsl_batches
 
 

@@ -38,7 +38,7 @@ from figures import _landscape_models as shared
 from figures.context import FigureContext, read_cache
 from figures.style import add_caption, color, label, new_figure, save_figure
 from landscape.hvp import HessianOperator
-from landscape.lanczos import lanczos_top_eigenvalues
+from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Objective
 from landscape.spectral_density import spectral_density
 

@@ -9,7 +9,9 @@ from an explicit generator and leaves the model bitwise unchanged.  Imports only
 from landscape.comparison import MODEL_KINDS, LandscapeRun, TrajectoryProbe, model_config, run_landscape
 from landscape.hutchinson import TraceEstimate, hutchinson_trace, hutchpp_trace
 from landscape.hvp import HessianOperator, gradient_norm, gradient_norms_by_layer, hessian_vector_product
-from landscape.lanczos import EigenResult, lanczos_top_eigenvalues, lanczos_tridiagonal, power_iteration
+from landscape.lanczos import lanczos_tridiagonal
+from landscape.power_iteration import power_iteration
+from landscape.top_eigenvalues import EigenResult, lanczos_top_eigenvalues
 from landscape.objective import Batch, Objective, parameter_names, zsl_batches
 from landscape.santurkar import (
     SanturkarMeasurement,

@@ -40,7 +40,7 @@ from analysis.io import check_output_folder, environment_info, refuse_to_overwri
 from analysis.model import ClassifierConfig, preset_config
 from analysis.training import StepInfo, TrainConfig, build_model, resolve_device, train
 from landscape.hvp import HessianOperator
-from landscape.lanczos import lanczos_top_eigenvalues
+from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Batch, Objective, zsl_batches
 from landscape.santurkar import santurkar_measure
 from landscape.slices import filter_normalized_direction, loss_slice_2d, plot_slice_2d

@@ -24,13 +24,7 @@ import torch
 from torch import Tensor
 
 from analysis.rng import resolve_generator
-from landscape.lanczos import (
-    Matvec,
-    _apply,
-    _check_dtype,
-    _check_positive_int,
-    _random_vector,
-)
+from landscape.matvec import Matvec, apply_matvec, check_dtype, check_positive_int, random_vector
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace"]
 
@@ -48,8 +42,8 @@ class TraceEstimate:
 
 
 def _check_common(n: int, dtype: torch.dtype, device: torch.device | str | None) -> tuple[int, torch.device]:
-    n = _check_positive_int("n", n)
-    _check_dtype(dtype)
+    n = check_positive_int("n", n)
+    check_dtype(dtype)
     return n, torch.device(device) if device is not None else torch.device("cpu")
 
 
@@ -96,12 +90,12 @@ def hutchinson_trace(
         # |est.value - A.trace()| <= 4 * est.stderr in all but ~1e-4 of seeds
     """
     n, dev = _check_common(n, dtype, device)
-    num_probes = _check_positive_int("num_probes", num_probes, minimum=2, why=" for a standard error")
+    num_probes = check_positive_int("num_probes", num_probes, minimum=2, why=" for a standard error")
     gen = resolve_generator(generator)
     samples = torch.empty(num_probes, dtype=torch.float64)
     for i in range(num_probes):
-        z = _random_vector(n, gen, dtype, dev)
-        samples[i] = float(z @ _apply(matvec, z))
+        z = random_vector(n, gen, dtype, dev)
+        samples[i] = float(z @ apply_matvec(matvec, z))
     value, stderr = _mean_and_stderr(samples)
     return TraceEstimate(value, stderr, num_probes)
 
@@ -148,19 +142,19 @@ def hutchpp_trace(
         TypeError: non-integer ``n`` or ``num_matvecs``; a non-generator ``generator``.
     """
     n, dev = _check_common(n, dtype, device)
-    num_matvecs = _check_positive_int("num_matvecs", num_matvecs, minimum=4,
+    num_matvecs = check_positive_int("num_matvecs", num_matvecs, minimum=4,
                                       why=" (1 sketch column, its product and 2 probes)")
     gen = resolve_generator(generator)
     s = min(num_matvecs // 3, n)
     p = num_matvecs - 2 * s
-    sketch = torch.stack([_random_vector(n, gen, dtype, dev) for _ in range(s)], dim=1)  # [n, s]
-    a_sketch = torch.stack([_apply(matvec, sketch[:, j]) for j in range(s)], dim=1)  # [n, s]
+    sketch = torch.stack([random_vector(n, gen, dtype, dev) for _ in range(s)], dim=1)  # [n, s]
+    a_sketch = torch.stack([apply_matvec(matvec, sketch[:, j]) for j in range(s)], dim=1)  # [n, s]
     q, _ = torch.linalg.qr(a_sketch)  # [n, s], orthonormal columns even if A S is rank-deficient
-    exact = sum(float(q[:, j] @ _apply(matvec, q[:, j])) for j in range(s))
+    exact = sum(float(q[:, j] @ apply_matvec(matvec, q[:, j])) for j in range(s))
     samples = torch.empty(p, dtype=torch.float64)
     for i in range(p):
-        g = _random_vector(n, gen, dtype, dev)
+        g = random_vector(n, gen, dtype, dev)
         h = g - q @ (q.T @ g)  # (I - Q Q^T) g
-        samples[i] = float(h @ _apply(matvec, h))
+        samples[i] = float(h @ apply_matvec(matvec, h))
     rest, stderr = _mean_and_stderr(samples)
     return TraceEstimate(exact + rest, stderr, 2 * s + p)

@@ -29,14 +29,8 @@ from torch import Tensor
 
 from analysis.rng import resolve_generator
 from landscape.hutchinson import TraceEstimate
-from landscape.lanczos import (
-    Matvec,
-    _check_dtype,
-    _check_positive_int,
-    _check_start,
-    _random_vector,
-    lanczos_tridiagonal,
-)
+from landscape.lanczos import lanczos_tridiagonal
+from landscape.matvec import Matvec, check_dtype, check_positive_int, check_start, random_vector
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -147,19 +141,19 @@ def spectral_density(
         sd = spectral_density(lambda v: A @ v, n, num_probes=20, num_steps=10, generator=g)
         # sd.moment(1).value is within a few sd.moment(1).stderr of A.trace() / n
     """
-    n = _check_positive_int("n", n)
-    _check_dtype(dtype)
+    n = check_positive_int("n", n)
+    check_dtype(dtype)
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    num_steps = min(n, 30) if num_steps is None else _check_positive_int("num_steps", num_steps, n)
+    num_steps = min(n, 30) if num_steps is None else check_positive_int("num_steps", num_steps, n)
     if probes is None:
-        num_probes = _check_positive_int("num_probes", num_probes)
+        num_probes = check_positive_int("num_probes", num_probes)
         gen = resolve_generator(generator)
-        starts = [_random_vector(n, gen, dtype, dev) for _ in range(num_probes)]
+        starts = [random_vector(n, gen, dtype, dev) for _ in range(num_probes)]
     else:
         if not isinstance(probes, Tensor) or probes.dim() != 2 or probes.shape[1] != n:
             shape = tuple(probes.shape) if isinstance(probes, Tensor) else type(probes).__name__
             raise ValueError(f"probes must be a tensor [P, n={n}], got {shape}")
-        starts = [_check_start(row, n, dtype, dev) for row in probes]
+        starts = [check_start(row, n, dtype, dev) for row in probes]
     nodes = torch.zeros(len(starts), num_steps, dtype=torch.float64)
     weights = torch.zeros(len(starts), num_steps, dtype=torch.float64)
     total = 0
@@ -205,7 +199,7 @@ def plot_spectral_density(
     Raises:
         ValueError: ``sigma <= 0`` or ``num_points < 2``.
     """
-    num_points = _check_positive_int("num_points", num_points, minimum=2)
+    num_points = check_positive_int("num_points", num_points, minimum=2)
     lo, hi = float(density.nodes.min()), float(density.nodes.max())
     if sigma is None:
         sigma = 0.01 * (hi - lo) if hi > lo else 1e-3 * max(1.0, abs(hi))

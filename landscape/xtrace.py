@@ -105,7 +105,7 @@ from torch import Tensor
 
 from analysis.rng import resolve_generator
 from landscape.hutchinson import TraceEstimate, _check_common, _mean_and_stderr
-from landscape.lanczos import Matvec, _apply, _check_positive_int, _random_vector
+from landscape.matvec import Matvec, apply_matvec, check_positive_int, random_vector
 
 __all__ = ["xtrace"]
 
@@ -115,7 +115,7 @@ _TEST_VECTORS = ("sphere", "rademacher")
 
 def _sphere_vector(n: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
     """A vector [n] uniform on the sphere of radius ``sqrt(n)``: a normalized standard Gaussian."""
-    g = _random_vector(n, generator, dtype, device, "gaussian")
+    g = random_vector(n, generator, dtype, device, "gaussian")
     return g * (n ** 0.5 / g.norm())
 
 
@@ -245,18 +245,18 @@ def xtrace(
     if n < 2:
         raise ValueError(f"xtrace needs n >= 2 (two sketch columns for a standard error), got n={n}; "
                          "for n = 1 the trace is matvec(ones(1))")
-    num_matvecs = _check_positive_int("num_matvecs", num_matvecs, 2 * n, "2n", minimum=4,
+    num_matvecs = check_positive_int("num_matvecs", num_matvecs, 2 * n, "2n", minimum=4,
                                       why=" (2 sketch columns and their 2 products)")
     if test_vectors not in _TEST_VECTORS:
         raise ValueError(f"test_vectors must be one of {', '.join(map(repr, _TEST_VECTORS))}, "
                          f"got test_vectors={test_vectors!r}")
     gen = resolve_generator(generator)
     s = num_matvecs // 2
-    draw = _sphere_vector if test_vectors == "sphere" else _random_vector
+    draw = _sphere_vector if test_vectors == "sphere" else random_vector
     omega = torch.stack([draw(n, gen, dtype, dev) for _ in range(s)], dim=1)  # [n, s]
-    y = torch.stack([_apply(matvec, omega[:, j]) for j in range(s)], dim=1)  # [n, s] = A Omega
+    y = torch.stack([apply_matvec(matvec, omega[:, j]) for j in range(s)], dim=1)  # [n, s] = A Omega
     q, r = torch.linalg.qr(y)  # q [n, s], r [s, s]
-    z = torch.stack([_apply(matvec, q[:, j]) for j in range(s)], dim=1)  # [n, s] = A Q
+    z = torch.stack([apply_matvec(matvec, q[:, j]) for j in range(s)], dim=1)  # [n, s] = A Q
 
     # s x s algebra in float64 on the CPU: cheap, and safe for a float32 R near singular
     def small(t: Tensor) -> Tensor:

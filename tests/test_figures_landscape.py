@@ -16,7 +16,7 @@ from figures import _landscape_models as shared
 from figures import loss_slices, loss_surface, spectral_density
 from figures.context import FigureContext, read_cache
 from landscape.hvp import HessianOperator, gradient_norm
-from landscape.lanczos import lanczos_top_eigenvalues
+from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Batch, Objective
 
 MODULES = (loss_surface, loss_slices, spectral_density)

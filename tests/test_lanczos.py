@@ -8,7 +8,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscape.lanczos import lanczos_top_eigenvalues, lanczos_tridiagonal, power_iteration
+from landscape.lanczos import lanczos_tridiagonal
+from landscape.power_iteration import power_iteration
+from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from tests.landscape_cases import Counting, gen, known_spectrum
 
 TOL = 1e-8  # a tight relative tolerance for the exact-spectrum checks (the default is 1e-3)

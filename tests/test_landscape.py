@@ -14,7 +14,7 @@ from analysis.training import TrainConfig, build_model, train
 from landscape.comparison import LandscapeRun, TrajectoryProbe, model_config, run_landscape
 from landscape.hutchinson import hutchinson_trace
 from landscape.hvp import HessianOperator, gradient_norm
-from landscape.lanczos import lanczos_top_eigenvalues
+from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Batch, Objective, parameter_names, zsl_batches
 
 
