@@ -12,10 +12,8 @@ gradient ``g`` is projected so that, to first order, the loss on a memory batch 
     assign_flat_grad(model, agem_project(g, g_ref))
     optimizer.step()
 
-Forward passes made here to estimate an importance or a reference gradient run in the
-model's current mode but never update the running statistics of class standardization
-(:func:`analysis.class_standardization.frozen_class_statistics`): an estimate is a probe,
-not a training step.
+The reference gradient is a probe, not a training step: it leaves ``.grad`` and every
+running statistic alone (:func:`analysis.czsl.parameters.batch_gradients`).
 """
 
 from __future__ import annotations

@@ -14,10 +14,8 @@ and ``R`` is added to the next task's loss.  They differ only in ``Omega_task``:
 - MAS-online (Aljundi et al. 2018, "Memory Aware Synapses"; the same online decay): the
   mean absolute gradient of ``||f(x)||_2^2``, :func:`mas_importance`.
 
-Forward passes made here to estimate an importance or a reference gradient run in the
-model's current mode but never update the running statistics of class standardization
-(:func:`analysis.class_standardization.frozen_class_statistics`): an estimate is a probe,
-not a training step.
+Importances are probes, not training steps: they leave ``.grad`` and every running
+statistic alone (:func:`analysis.czsl.parameters.batch_gradients`).
 """
 
 from __future__ import annotations
@@ -27,7 +25,14 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from analysis.czsl.parameters import Batch, LossFn, MethodConfig, batch_gradients, check_decay_weight, trainable_parameters
+from analysis.czsl.parameters import (
+    Batch,
+    LossFn,
+    MethodConfig,
+    batch_gradients,
+    check_decay_weight,
+    trainable_parameters,
+)
 
 __all__ = ["EWCOnline", "MASOnline", "QuadraticAnchorPenalty", "ewc_importance", "mas_importance"]
 

@@ -53,7 +53,12 @@ def batch_gradients(model: nn.Module, batches: Iterable[Batch],
                      objective: Callable[[Tensor, Tensor], Tensor],
                      transform: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
     """``(1/N) sum_batches transform(d objective(model(x, A), y) / d theta)`` per parameter,
-    via ``torch.autograd.grad`` (``.grad`` is left untouched; unused parameters get 0)."""
+    via ``torch.autograd.grad`` (``.grad`` is left untouched; unused parameters get 0).
+
+    Forward passes run in the model's current mode but never update the running statistics
+    of class standardization (:func:`analysis.class_standardization.frozen_class_statistics`):
+    an estimate is a probe, not a training step.
+    """
     params = trainable_parameters(model)
     tensors = [p for _, p in params]
     total = [torch.zeros_like(p) for p in tensors]
