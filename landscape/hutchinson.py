@@ -17,14 +17,19 @@ does not import ``variance/`` (STYLE.md), hence its own estimate type.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from analysis.rng import resolve_generator
-from landscape.matvec import Matvec, apply_matvec, check_dtype, check_positive_int, random_vector
+from landscape.matvec import (
+    Matvec,
+    apply_matvec,
+    check_positive_int,
+    mean_and_stderr,
+    operator_size_and_device,
+    random_vector,
+)
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace"]
 
@@ -39,18 +44,6 @@ class TraceEstimate:
 
     def __str__(self) -> str:
         return f"{self.value:.6g} ± {self.stderr:.2g} ({self.num_matvecs} matvecs)"
-
-
-def _check_common(n: int, dtype: torch.dtype, device: torch.device | str | None) -> tuple[int, torch.device]:
-    n = check_positive_int("n", n)
-    check_dtype(dtype)
-    return n, torch.device(device) if device is not None else torch.device("cpu")
-
-
-def _mean_and_stderr(samples: Tensor) -> tuple[float, float]:
-    """Sample mean and ``std(correction=1) / sqrt(m)`` of ``samples`` [m] (m >= 2)."""
-    m = samples.numel()
-    return float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(m)
 
 
 def hutchinson_trace(
@@ -89,14 +82,14 @@ def hutchinson_trace(
         est = hutchinson_trace(lambda v: A @ v, n, 100, generator=g)
         # |est.value - A.trace()| <= 4 * est.stderr in all but ~1e-4 of seeds
     """
-    n, dev = _check_common(n, dtype, device)
+    n, dev = operator_size_and_device(n, dtype, device)
     num_probes = check_positive_int("num_probes", num_probes, minimum=2, why=" for a standard error")
     gen = resolve_generator(generator)
     samples = torch.empty(num_probes, dtype=torch.float64)
     for i in range(num_probes):
         z = random_vector(n, gen, dtype, dev)
         samples[i] = float(z @ apply_matvec(matvec, z))
-    value, stderr = _mean_and_stderr(samples)
+    value, stderr = mean_and_stderr(samples)
     return TraceEstimate(value, stderr, num_probes)
 
 
@@ -141,7 +134,7 @@ def hutchpp_trace(
             non-finite matvec output.
         TypeError: non-integer ``n`` or ``num_matvecs``; a non-generator ``generator``.
     """
-    n, dev = _check_common(n, dtype, device)
+    n, dev = operator_size_and_device(n, dtype, device)
     num_matvecs = check_positive_int("num_matvecs", num_matvecs, minimum=4,
                                       why=" (1 sketch column, its product and 2 probes)")
     gen = resolve_generator(generator)
@@ -156,5 +149,5 @@ def hutchpp_trace(
         g = random_vector(n, gen, dtype, dev)
         h = g - q @ (q.T @ g)  # (I - Q Q^T) g
         samples[i] = float(h @ apply_matvec(matvec, h))
-    rest, stderr = _mean_and_stderr(samples)
+    rest, stderr = mean_and_stderr(samples)
     return TraceEstimate(exact + rest, stderr, 2 * s + p)

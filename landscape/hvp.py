@@ -49,7 +49,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
 
-from landscape.objective import Batch, LossFn, Objective, _check_batches
+from landscape.objective import Batch, LossFn, Objective, check_batches
 
 __all__ = ["HVP_METHODS", "HessianOperator", "gradient_norm", "gradient_norms_by_layer", "hessian_vector_product"]
 
@@ -153,7 +153,7 @@ def hessian_vector_product(
     """
     if method not in HVP_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {HVP_METHODS}")
-    batches = _check_batches(batches)
+    batches = check_batches(batches)
     params = tuple(p.detach() for p in params)
     objective.flatten(params)  # validates the count and shapes
     tangents = objective.unflatten(_check_vector(objective, vector))
@@ -206,7 +206,7 @@ class HessianOperator:
         reuse_graph: bool | None = None,
     ) -> None:
         self.objective = objective
-        self.batches = _check_batches(batches)
+        self.batches = check_batches(batches)
         origin = objective.params() if params is None else tuple(p.detach().clone() for p in params)
         objective.flatten(origin)  # validates the count and shapes
         self.origin: tuple[Tensor, ...] = origin

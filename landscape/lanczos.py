@@ -4,7 +4,7 @@
 ``Q`` [m, n] orthonormal rows and ``T`` [m, m] symmetric tridiagonal (diagonal ``alpha``
 [m], off-diagonal ``beta`` [m - 1]), with full reorthogonalization (Golub & Van Loan,
 *Matrix Computations*, 4th ed., ch. 10.1-10.3; Paige 1971/1980 for why plain Lanczos loses
-orthogonality).  The recurrence itself, :class:`_Lanczos`, is shared with
+orthogonality).  The recurrence itself, :class:`LanczosProcess`, is shared with
 :mod:`landscape.top_eigenvalues` (Ritz pairs until the wanted ones converge) and
 :mod:`landscape.spectral_density` (SLQ).  Random start vectors come from a
 ``torch.Generator`` (never the global RNG), drawn on the generator's device and moved to
@@ -22,7 +22,7 @@ from torch import Tensor
 from analysis.rng import resolve_generator
 from landscape.matvec import Matvec, apply_matvec, check_positive_int, check_start, random_vector, working_dtype_device
 
-__all__ = ["LanczosResult", "lanczos_tridiagonal"]
+__all__ = ["LanczosProcess", "LanczosResult", "default_breakdown_tol", "lanczos_tridiagonal"]
 
 
 class LanczosResult(NamedTuple):
@@ -36,7 +36,7 @@ class LanczosResult(NamedTuple):
     num_matvecs: int
 
 
-class _Lanczos:
+class LanczosProcess:
     """The Lanczos recurrence, one step at a time, restricted to the complement of ``locked``.
 
     Step j: ``w = A q_j``, ``alpha_j = q_j^T w``, ``w -= alpha_j q_j + beta_{j-1} q_{j-1}``,
@@ -134,7 +134,7 @@ class _Lanczos:
         return None if self.breakdown else self.vectors[self.size]
 
 
-def _default_breakdown_tol(dtype: torch.dtype) -> float:
+def default_breakdown_tol(dtype: torch.dtype) -> float:
     # The residual of an invariant subspace after CGS2 is rounding noise, O(eps ||A||) times
     # a modest factor (about 100 eps measured on 30 x 30 float64 matrices, growing with n and
     # with the matvec's own error).  eps^(2/3) (4e-11 in float64, 2e-5 in float32) sits far
@@ -208,10 +208,10 @@ def lanczos_tridiagonal(
         start = random_vector(n, resolve_generator(generator), dtype, dev, start_distribution)
     else:
         start = check_start(start, n, dtype, dev)
-    tol = _default_breakdown_tol(dtype) if breakdown_tol is None else breakdown_tol
+    tol = default_breakdown_tol(dtype) if breakdown_tol is None else breakdown_tol
     if not (0.0 <= tol < 1.0):
         raise ValueError(f"breakdown_tol must be in [0, 1), got {breakdown_tol}")
-    run = _Lanczos(matvec, start, num_steps, locked=None, reorthogonalize=reorthogonalize,
+    run = LanczosProcess(matvec, start, num_steps, locked=None, reorthogonalize=reorthogonalize,
                    keep_basis=keep_basis, breakdown_tol=tol)
     while not run.exhausted:
         run.step()

@@ -9,6 +9,7 @@ sizes, dtypes and start vectors with messages that name the value and the fix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -17,7 +18,7 @@ from torch import Tensor
 
 __all__ = [
     "FLOAT_DTYPES", "Matvec", "apply_matvec", "check_dtype", "check_positive_int", "check_start",
-    "random_vector", "working_dtype_device",
+    "mean_and_stderr", "operator_size_and_device", "random_vector", "working_dtype_device",
 ]
 
 Matvec = Callable[[Tensor], Tensor]
@@ -119,3 +120,17 @@ def check_start(start: Tensor, n: int, dtype: torch.dtype, device: torch.device)
     if float(start.norm()) == 0.0:
         raise ValueError("start vector is zero; pass a nonzero vector or start=None for a random one")
     return start
+
+
+def operator_size_and_device(n: int, dtype: torch.dtype, device: torch.device | str | None) -> tuple[int, torch.device]:
+    """``(n, device)`` of an operator checked for a trace estimate: ``n`` a positive int, ``dtype``
+    float32/float64, ``device`` default CPU."""
+    n = check_positive_int("n", n)
+    check_dtype(dtype)
+    return n, torch.device(device) if device is not None else torch.device("cpu")
+
+
+def mean_and_stderr(samples: Tensor) -> tuple[float, float]:
+    """Sample mean and ``std(correction=1) / sqrt(m)`` of ``samples`` [m] (m >= 2)."""
+    m = samples.numel()
+    return float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(m)

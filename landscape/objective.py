@@ -52,7 +52,7 @@ from analysis.probe_mode import STATISTICS, check_statistics, probe_mode
 # the probed loss is the trained loss; a private helper of the sibling core, on purpose.
 from analysis.training import seen_targets
 
-__all__ = ["STATISTICS", "Batch", "LossFn", "Objective", "parameter_names", "zsl_batches"]
+__all__ = ["STATISTICS", "Batch", "LossFn", "Objective", "check_batches", "parameter_names", "zsl_batches"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits [B, K], targets [B]) -> mean loss []
 
@@ -167,7 +167,12 @@ def parameter_names(model: nn.Module, module: str | None = None) -> list[str]:
     return selected
 
 
-def _check_batches(batches: Sequence[Batch]) -> list[Batch]:
+def check_batches(batches: Sequence[Batch]) -> list[Batch]:
+    """``batches`` as a non-empty list of :class:`Batch`.
+
+    Raises:
+        ValueError: no batch.  TypeError: an element that is not a Batch.
+    """
     batches = list(batches)
     if not batches:
         raise ValueError("batches is empty: pass at least one Batch (e.g. zsl_batches(data))")
@@ -316,7 +321,7 @@ class Objective:
         Raises:
             ValueError: ``batches`` is empty.
         """
-        batches = _check_batches(batches)
+        batches = check_batches(batches)
         total = sum(b.size for b in batches)
         return sum(self.loss(params, b) * (b.size / total) for b in batches)
 
@@ -329,7 +334,7 @@ class Objective:
         Raises:
             ValueError: ``batches`` is empty, or ``params`` do not fit.
         """
-        batches = _check_batches(batches)
+        batches = check_batches(batches)
         self._check_params(params, "params")
         total = sum(b.size for b in batches)
         params = tuple(p.detach() for p in params)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from analysis.rng import resolve_generator
-from landscape.lanczos import _default_breakdown_tol, _Lanczos
+from landscape.lanczos import default_breakdown_tol, LanczosProcess
 from landscape.matvec import Matvec, check_positive_int, check_start, random_vector, working_dtype_device
 
 __all__ = ["EigenResult", "lanczos_top_eigenvalues"]
@@ -72,7 +72,7 @@ def _tolerance(theta: Tensor, tol: float, scale: float, eps: float) -> Tensor:
     return torch.clamp(tol * theta.abs(), min=100 * eps * scale)
 
 
-def _converge_run(run: _Lanczos, target: int, tol: float, eps: float) -> _RunResult:
+def _converge_run(run: LanczosProcess, target: int, tol: float, eps: float) -> _RunResult:
     """Step ``run`` until the error bounds of its ``target`` largest Ritz values meet ``tol``.
 
     For ``T = S diag(theta) S^T`` the Ritz pair ``(theta_i, y_i = Q^T s_i)`` has residual
@@ -243,9 +243,9 @@ def lanczos_top_eigenvalues(
 
     sign = 1.0 if which == "largest" else -1.0
     op: Matvec = matvec if sign > 0 else (lambda v: -matvec(v))
-    breakdown_tol = _default_breakdown_tol(dtype)
+    breakdown_tol = default_breakdown_tol(dtype)
     v0 = start if start is not None else random_vector(n, gen, dtype, dev, start_distribution)
-    run = _Lanczos(op, v0, max_steps, locked=None, reorthogonalize=True, keep_basis=True,
+    run = LanczosProcess(op, v0, max_steps, locked=None, reorthogonalize=True, keep_basis=True,
                    breakdown_tol=breakdown_tol)
     first = _converge_run(run, k, tol, eps)
     num_matvecs, scale = run.size, run.scale
@@ -262,7 +262,7 @@ def lanczos_top_eigenvalues(
         v0 = _restart_vector(n, gen, dtype, dev, start_distribution, locked)
         if v0 is None:  # the locked vectors span the whole space
             break
-        run = _Lanczos(op, v0, min(max_steps, n - locked.shape[0]), locked=locked, reorthogonalize=True,
+        run = LanczosProcess(op, v0, min(max_steps, n - locked.shape[0]), locked=locked, reorthogonalize=True,
                        keep_basis=True, breakdown_tol=breakdown_tol, scale=scale)
         extra = _converge_run(run, 1, tol, eps)
         num_matvecs, scale = num_matvecs + run.size, max(scale, run.scale)

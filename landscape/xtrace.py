@@ -104,8 +104,15 @@ import torch
 from torch import Tensor
 
 from analysis.rng import resolve_generator
-from landscape.hutchinson import TraceEstimate, _check_common, _mean_and_stderr
-from landscape.matvec import Matvec, apply_matvec, check_positive_int, random_vector
+from landscape.hutchinson import TraceEstimate
+from landscape.matvec import (
+    Matvec,
+    apply_matvec,
+    check_positive_int,
+    mean_and_stderr,
+    operator_size_and_device,
+    random_vector,
+)
 
 __all__ = ["xtrace"]
 
@@ -241,7 +248,7 @@ def xtrace(
         est = xtrace(lambda v: A @ v, n, 40, generator=g)
         # A of rank <= 19, or A = mu I: est.value == A.trace() up to rounding, est.stderr ~ 0
     """
-    n, dev = _check_common(n, dtype, device)
+    n, dev = operator_size_and_device(n, dtype, device)
     if n < 2:
         raise ValueError(f"xtrace needs n >= 2 (two sketch columns for a standard error), got n={n}; "
                          "for n = 1 the trace is matvec(ones(1))")
@@ -277,5 +284,5 @@ def xtrace(
         samples = _xtrace_samples(omega_y, w, r, h, _leave_one_out_normals(r), **sphere)
     else:  # numerically singular R: see "Rank-deficient sketches" in the module docstring
         samples = _xtrace_samples_rank_revealing(omega_y, w, r, h, rtol, **sphere)
-    value, stderr = _mean_and_stderr(samples)
+    value, stderr = mean_and_stderr(samples)
     return TraceEstimate(value, stderr, 2 * s)
