@@ -44,7 +44,7 @@ from analysis.data import ZSLData
 from analysis.datasets import canonical_dataset_name
 from analysis.evaluation import evaluate
 from analysis.experiment import mean_std
-from analysis.model import AttributeEmbedderModel, preset_config
+from analysis.model import AttributeEmbedderModel
 from analysis.normalization import normalize_attributes
 from analysis.training import TrainConfig, train
 from analysis.user_model import ModelSpec, check_model
@@ -168,11 +168,12 @@ def _estimate(e: Any) -> list[float]:
     return [float(e.value), float(e.stderr)]
 
 
-def _preset_predictions(spec: ModelSpec, model: nn.Module, data: ZSLData) -> dict[str, Any] | None:
-    """V4 predictions for a preset whose last hidden layer is normalized right before V."""
-    if spec.preset is None or not isinstance(model, AttributeEmbedderModel):
+def _preset_predictions(model: nn.Module, data: ZSLData) -> dict[str, Any] | None:
+    """V4 predictions for an embedder of :mod:`analysis.model` (its config gives the last
+    layer's init law) whose last hidden layer is normalized right before V; None otherwise."""
+    if not isinstance(model, AttributeEmbedderModel):
         return None
-    config = preset_config(spec.preset, data.attribute_dim, data.feature_dim)
+    config = model.config
     last = len(config.hidden_dims) - 1
     final = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
     normalized = (last >= 0 and last in config.cn_layer_indices and config.cn_placement in ("both", "post"))
@@ -201,7 +202,7 @@ def _init(spec: ModelSpec, data: ZSLData, run: ProbeRun, device: torch.device, l
                               attributes, features, seeds=range(run.init_seeds), gamma=gamma)
     layers = [{"name": name, **{stat: _estimate(stats[stat]) for stat in ("class_variance", "second_moment")}}
               for name, stats in profile.items()]
-    predictions = _preset_predictions(spec, sample, data)
+    predictions = _preset_predictions(sample, data)
     result: dict[str, Any] = {"gamma": float(gamma), "seeds": run.init_seeds, "layers": layers, "predictions": predictions}
     if predictions is not None:
         stats = profile[predictions["layer"]]
