@@ -23,7 +23,7 @@ from typing import Any
 
 from analysis.cli import add_data_options, parse_seeds
 from analysis.datasets import load_dataset
-from analysis.io import atomic_write, environment_info, refuse_to_overwrite, write_json
+from analysis.io import atomic_write, environment_info, refuse_to_overwrite, to_jsonable, write_json
 from analysis.model import PRESETS
 from analysis.training import resolve_device
 from analysis.user_model import ModelSpec, resolve_model
@@ -79,8 +79,8 @@ def run_probe(run: ProbeRun, data: Any = None) -> dict[str, Any]:
     payload = {"models": models, "settings": settings, "data": data.summary(),
                "environment": environment_info(device), "seconds": time.perf_counter() - start}
     run.out.mkdir(parents=True, exist_ok=True)
+    payload = to_jsonable(payload)  # the JSON types probe.json holds: the views see what is written
     write_json(run.out / "probe.json", payload)
-    payload = json.loads((run.out / "probe.json").read_text())  # the views read what was written
     table = probe_markdown(payload).encode("utf-8")
     atomic_write(run.out / "probe.md", lambda f: f.write(table))
     save_figure(probe_figure(payload), run.out, "probe")
