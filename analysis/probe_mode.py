@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from analysis.class_standardization import ClassStandardization
+from analysis.class_standardization import frozen_class_statistics
 
 __all__ = ["STATISTICS", "check_statistics", "probe_mode"]
 
@@ -81,23 +81,19 @@ def probe_mode(model: nn.Module, statistics: str = "batch") -> Iterator[nn.Modul
     check_statistics(statistics)
     modules = list(model.modules())
     flags = [(m, m.training) for m in modules]
-    standardizations = [(m, m.update_running_stats) for m in modules if isinstance(m, ClassStandardization)]
     batch_norms = [(m, m.track_running_stats) for m in modules if isinstance(m, _BatchNorm)]
     try:
         model.train(statistics == "batch")
         for m in modules:
             if isinstance(m, _DropoutNd):
                 m.eval()
-        for m, _ in standardizations:
-            m.update_running_stats = False
         if statistics == "batch":
             for m, _ in batch_norms:
                 m.track_running_stats = False  # batch statistics, no running buffer touched
-        yield model
+        with frozen_class_statistics(model):  # CN: the one mechanism of analysis.class_standardization
+            yield model
     finally:
         for m, flag in flags:
             m.training = flag
-        for m, flag in standardizations:
-            m.update_running_stats = flag
         for m, flag in batch_norms:
             m.track_running_stats = flag
