@@ -2,7 +2,7 @@
 more irregular loss surface than traditional classifiers, and CN partially remedies this",
 seen through the plots of Li et al. (2018).
 
-For each trained model (:mod:`figures._landscape_models`: classifier, ZSL MLP without
+For each trained model (:mod:`figures.landscape_models`: classifier, ZSL MLP without
 and with CN, the first seed of ``ctx.seeds``), at its final parameters ``theta*``:
 
     f(alpha, beta) = L(theta* + alpha d1 + beta d2)
@@ -32,7 +32,7 @@ import torch
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
 from analysis.io import write_json
-from figures import _landscape_models as shared
+from figures import landscape_models as shared
 from figures.context import FigureContext, read_cache
 from figures.style import add_caption, color, label, new_figure, save_figure
 from landscape.objective import Objective

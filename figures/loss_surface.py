@@ -2,7 +2,7 @@
 irregular loss surface than traditional classifiers, and CN partially remedies this".
 
 Three models trained with the paper's recipe on the same data (the traditional
-classifier, the ZSL MLP without CN and with CN; :mod:`figures._landscape_models`), probed
+classifier, the ZSL MLP without CN and with CN; :mod:`figures.landscape_models`), probed
 every ``probe_every`` steps on that step's mini-batch ``b`` at the parameters
 ``theta_t`` after the step, with ``L`` the batch's mean cross-entropy (nats; CN layers
 normalize with the statistics of the seen classes, no weight-decay term):
@@ -37,7 +37,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.io import write_json
-from figures import _landscape_models as shared
+from figures import landscape_models as shared
 from figures.context import FigureContext, read_cache
 from figures.style import add_caption, color, label, new_figure, save_figure
 

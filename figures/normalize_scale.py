@@ -46,7 +46,7 @@ from analysis.normalization import normalize_attributes, normalize_scale_logits
 from figures.context import FigureContext, read_cache
 from figures.style import add_caption, color, new_figure, save_figure
 from variance.batched_embedder import batched_embedder_forward, iter_draws
-from variance.estimate import Estimate, mean_estimate
+from analysis.estimate import Estimate, mean_estimate
 from variance.normalize_scale import (
     COSINE_DISTRIBUTIONS,
     estimate_cosine_variance,

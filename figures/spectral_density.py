@@ -2,7 +2,7 @@
 have a more irregular loss surface than traditional classifiers, and CN partially
 remedies this", seen in the eigenvalues of the Hessian at the end of training.
 
-For each trained model (:mod:`figures._landscape_models`: classifier, ZSL MLP without
+For each trained model (:mod:`figures.landscape_models`: classifier, ZSL MLP without
 and with CN, the first seed of ``ctx.seeds``), ``H = grad^2 L(theta*)`` [n, n] with ``L``
 the mean cross-entropy (nats) over a class-stratified subset of the training samples (CN
 layers normalize with the statistics of the seen classes, as in training).  Its spectral
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from analysis.io import write_json
-from figures import _landscape_models as shared
+from figures import landscape_models as shared
 from figures.context import FigureContext, read_cache
 from figures.style import add_caption, color, label, new_figure, save_figure
 from landscape.hvp import HessianOperator

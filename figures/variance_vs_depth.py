@@ -63,7 +63,7 @@ from analysis.normalization import normalize_attributes
 from analysis.training import TrainConfig, train
 from figures.context import FigureContext, read_cache
 from figures.style import add_caption, color, label, new_figure, save_figure
-from variance.estimate import Estimate
+from analysis.estimate import Estimate
 from variance.profiler import VarianceRecorder, profile_layers
 from variance.prototype_variance import (
     final_layer_variances,

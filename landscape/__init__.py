@@ -7,7 +7,8 @@ from an explicit generator and leaves the model bitwise unchanged.  Imports only
 """
 
 from landscape.comparison import MODEL_KINDS, LandscapeRun, TrajectoryProbe, model_config, run_landscape
-from landscape.hutchinson import TraceEstimate, hutchinson_trace, hutchpp_trace
+from analysis.estimate import Estimate
+from landscape.hutchinson import hutchinson_trace, hutchpp_trace
 from landscape.hvp import HessianOperator, gradient_norm, gradient_norms_by_layer, hessian_vector_product
 from landscape.lanczos import lanczos_tridiagonal
 from landscape.power_iteration import power_iteration
@@ -35,7 +36,7 @@ from landscape.xtrace import xtrace
 
 __all__ = [
     "MODEL_KINDS", "Batch", "EigenResult", "HessianOperator", "LandscapeRun", "Objective",
-    "SanturkarMeasurement", "SanturkarProbe", "Slice1D", "Slice2D", "SpectralDensity", "TraceEstimate",
+    "SanturkarMeasurement", "SanturkarProbe", "Slice1D", "Slice2D", "SpectralDensity", "Estimate",
     "TrajectoryProbe", "effective_smoothness", "filter_normalized_direction", "gradient_norm",
     "gradient_norms_by_layer", "gradient_predictiveness", "hessian_vector_product", "hutchinson_trace",
     "hutchpp_trace", "lanczos_top_eigenvalues", "lanczos_tridiagonal", "loss_slice_1d", "loss_slice_2d",

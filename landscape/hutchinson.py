@@ -10,40 +10,26 @@ Both estimators see a symmetric ``A`` [n, n] only through ``matvec(v [n]) -> A v
   Trace Estimation", SOSA 2021): deflate the top of the spectrum with a sketch first,
   so the error falls like ``1/m`` instead of ``1/sqrt(m)`` for decaying spectra.
 
-Each returns a :class:`TraceEstimate`: the value, the standard error of its random
-part (sample std / sqrt(probes)), and the number of matvecs spent.  ``landscape/``
-does not import ``variance/`` (STYLE.md), hence its own estimate type.
+Each returns an :class:`~analysis.estimate.Estimate`: the value, the standard error of its
+random part (sample std / sqrt(probes)), the number of probes behind it and the number of
+matvecs spent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from analysis.estimate import Estimate, mean_estimate
 from analysis.rng import resolve_generator
 from landscape.matvec import (
     Matvec,
     apply_matvec,
     check_positive_int,
-    mean_and_stderr,
     operator_size_and_device,
     random_vector,
 )
 
-__all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace"]
-
-
-@dataclass(frozen=True)
-class TraceEstimate:
-    """A stochastic trace estimate, its standard error and its cost."""
-
-    value: float
-    stderr: float  # std of the random part's samples / sqrt(number of probes)
-    num_matvecs: int
-
-    def __str__(self) -> str:
-        return f"{self.value:.6g} ± {self.stderr:.2g} ({self.num_matvecs} matvecs)"
+__all__ = ["hutchinson_trace", "hutchpp_trace"]
 
 
 def hutchinson_trace(
@@ -54,7 +40,7 @@ def hutchinson_trace(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
-) -> TraceEstimate:
+) -> Estimate:
     """Hutchinson's estimate ``(1/m) sum_i z_i^T A z_i`` of ``tr(A)``, Rademacher ``z_i`` [n].
 
     Unbiased for any square ``A``; its standard error is estimated by
@@ -70,7 +56,7 @@ def hutchinson_trace(
         dtype, device: working precision (float32/float64) and device (default CPU).
 
     Returns:
-        :class:`TraceEstimate` (value, stderr, ``num_matvecs = m``).
+        :class:`~analysis.estimate.Estimate` (value, stderr, ``samples = num_matvecs = m``).
 
     Raises:
         ValueError: ``n < 1``, ``num_probes < 2``, a bad dtype, or a matvec returning a
@@ -89,8 +75,7 @@ def hutchinson_trace(
     for i in range(num_probes):
         z = random_vector(n, gen, dtype, dev)
         samples[i] = float(z @ apply_matvec(matvec, z))
-    value, stderr = mean_and_stderr(samples)
-    return TraceEstimate(value, stderr, num_probes)
+    return mean_estimate(samples, num_matvecs=num_probes)
 
 
 def hutchpp_trace(
@@ -101,7 +86,7 @@ def hutchpp_trace(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
-) -> TraceEstimate:
+) -> Estimate:
     """Hutch++ estimate of ``tr(A)`` for a symmetric ``A`` with a budget of ``num_matvecs``.
 
     With ``s = min(num_matvecs // 3, n)`` and ``p = num_matvecs - 2 s`` (Meyer, Musco,
@@ -127,7 +112,8 @@ def hutchpp_trace(
         dtype, device: working precision (float32/float64) and device (default CPU).
 
     Returns:
-        :class:`TraceEstimate` with ``num_matvecs = 2 s + p`` (the budget).
+        :class:`~analysis.estimate.Estimate` with ``samples = p`` and ``num_matvecs = 2 s + p``
+        (the budget).
 
     Raises:
         ValueError: ``n < 1``, ``num_matvecs < 4``, a bad dtype, or a misshapen or
@@ -149,5 +135,5 @@ def hutchpp_trace(
         g = random_vector(n, gen, dtype, dev)
         h = g - q @ (q.T @ g)  # (I - Q Q^T) g
         samples[i] = float(h @ apply_matvec(matvec, h))
-    rest, stderr = mean_and_stderr(samples)
-    return TraceEstimate(exact + rest, stderr, 2 * s + p)
+    rest = mean_estimate(samples)
+    return Estimate(exact + rest.value, rest.stderr, rest.samples, 2 * s + p)

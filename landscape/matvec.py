@@ -9,7 +9,6 @@ sizes, dtypes and start vectors with messages that name the value and the fix.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -18,7 +17,7 @@ from torch import Tensor
 
 __all__ = [
     "FLOAT_DTYPES", "Matvec", "apply_matvec", "check_dtype", "check_positive_int", "check_start",
-    "mean_and_stderr", "operator_size_and_device", "random_vector", "working_dtype_device",
+    "operator_size_and_device", "random_vector", "working_dtype_device",
 ]
 
 Matvec = Callable[[Tensor], Tensor]
@@ -128,9 +127,3 @@ def operator_size_and_device(n: int, dtype: torch.dtype, device: torch.device | 
     n = check_positive_int("n", n)
     check_dtype(dtype)
     return n, torch.device(device) if device is not None else torch.device("cpu")
-
-
-def mean_and_stderr(samples: Tensor) -> tuple[float, float]:
-    """Sample mean and ``std(correction=1) / sqrt(m)`` of ``samples`` [m] (m >= 2)."""
-    m = samples.numel()
-    return float(samples.mean()), float(samples.std(correction=1)) / math.sqrt(m)

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analysis.estimate import Estimate, mean_estimate
 from analysis.rng import resolve_generator
-from landscape.hutchinson import TraceEstimate
 from landscape.lanczos import lanczos_tridiagonal
 from landscape.matvec import Matvec, check_dtype, check_positive_int, check_start, random_vector
 
@@ -81,7 +81,7 @@ class SpectralDensity:
             raise ValueError(f"moment order k must be >= 0, got k={k}")
         return (self.weights * self.nodes**k).sum(dim=1)
 
-    def moment(self, k: int) -> TraceEstimate:
+    def moment(self, k: int) -> Estimate:
         """SLQ estimate of the normalized moment ``tr(A^k) / n`` with its standard error.
 
         The mean over probes of :meth:`probe_moments` (a Hutchinson estimate of
@@ -92,9 +92,9 @@ class SpectralDensity:
             ValueError: ``k < 0``.
         """
         samples = self.probe_moments(k)
-        p = samples.numel()
-        stderr = float(samples.std(correction=1)) / math.sqrt(p) if p >= 2 else math.nan
-        return TraceEstimate(float(samples.mean()), stderr, self.num_matvecs)
+        if samples.numel() >= 2:
+            return mean_estimate(samples, num_matvecs=self.num_matvecs)
+        return Estimate(float(samples.mean()), math.nan, 1, self.num_matvecs)
 
 
 def spectral_density(

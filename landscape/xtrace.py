@@ -103,13 +103,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from analysis.estimate import Estimate, mean_estimate
 from analysis.rng import resolve_generator
-from landscape.hutchinson import TraceEstimate
 from landscape.matvec import (
     Matvec,
     apply_matvec,
     check_positive_int,
-    mean_and_stderr,
     operator_size_and_device,
     random_vector,
 )
@@ -204,7 +203,7 @@ def xtrace(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
-) -> TraceEstimate:
+) -> Estimate:
     """XTrace estimate of ``tr(A)`` for a symmetric ``A`` with ``2 (num_matvecs // 2)`` matvecs.
 
     For ``i = 1..s``, ``s = num_matvecs // 2``, with ``Q_(i)`` an orthonormal basis of
@@ -234,7 +233,7 @@ def xtrace(
             ``s x s`` algebra is done in float64 on the CPU.
 
     Returns:
-        :class:`~landscape.hutchinson.TraceEstimate` with ``num_matvecs = 2 s`` (the
+        :class:`~analysis.estimate.Estimate` with ``samples = s``, ``num_matvecs = 2 s`` (the
         matvecs actually spent).
 
     Raises:
@@ -284,5 +283,4 @@ def xtrace(
         samples = _xtrace_samples(omega_y, w, r, h, _leave_one_out_normals(r), **sphere)
     else:  # numerically singular R: see "Rank-deficient sketches" in the module docstring
         samples = _xtrace_samples_rank_revealing(omega_y, w, r, h, rtol, **sphere)
-    value, stderr = mean_and_stderr(samples)
-    return TraceEstimate(value, stderr, 2 * s)
+    return mean_estimate(samples, num_matvecs=2 * s)

@@ -1,5 +1,5 @@
 """figures/loss_surface, loss_slices, spectral_density and their shared training cache
-(figures/_landscape_models.py), on a tiny budget of the synthetic AWA2 preset: caches,
+(figures/landscape_models.py), on a tiny budget of the synthetic AWA2 preset: caches,
 the numbers checked against independent recomputations, the drawn files."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from analysis.training import build_model, train
-from figures import _landscape_models as shared
+from figures import landscape_models as shared
 from figures import loss_slices, loss_surface, spectral_density
 from figures.context import FigureContext, read_cache
 from landscape.hvp import HessianOperator, gradient_norm
@@ -236,7 +236,7 @@ def test_a_torn_or_stale_model_cache_is_discarded_with_the_reason(tmp_path, caps
 
     import torch
 
-    from figures._landscape_models import _read_cache
+    from figures.landscape_models import _read_cache
 
     key = {"format": 1, "seed": 1}
     torn = tmp_path / "torn.pt"

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscape.hutchinson import TraceEstimate, hutchinson_trace, hutchpp_trace
+from analysis.estimate import Estimate
+from landscape.hutchinson import hutchinson_trace, hutchpp_trace
 from tests.landscape_cases import Counting, gen, known_spectrum
 
 K = 4.0  # standard errors allowed (STYLE.md: Monte Carlo tests)
@@ -103,7 +104,7 @@ def test_float32_and_no_generator() -> None:
     assert abs(est.value - float(A20.trace())) <= K * est.stderr + 1e-4
     pp = hutchpp_trace(lambda v: a32 @ v, 20, 63, dtype=torch.float32, generator=gen(0))
     assert pp.value == pytest.approx(float(A20.trace()), abs=1e-4)  # s = 20 = n: exact
-    assert isinstance(pp, TraceEstimate) and "±" in str(pp)
+    assert isinstance(pp, Estimate) and "±" in str(pp)
 
 
 def test_seeded_estimates_are_deterministic() -> None:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from analysis.synthetic import make_synthetic
 from tests.conftest import TINY_SPEC
-from variance.estimate import Estimate, check
+from analysis.estimate import Estimate
+from variance.estimate import check
 from variance.normalize_scale import (
     COSINE_DISTRIBUTIONS,
     check_v1,

@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscape import xtrace
-from landscape.hutchinson import TraceEstimate, hutchinson_trace
+from analysis.estimate import Estimate
+from landscape.hutchinson import hutchinson_trace
 from landscape.xtrace import _leave_one_out_normals, _xtrace_samples, _xtrace_samples_rank_revealing
 from tests.landscape_cases import gen, known_spectrum
 
@@ -295,7 +296,7 @@ def test_flat_spectrum_sphere_beats_rademacher_and_stays_near_hutchinson() -> No
     a = known_spectrum(lam, seed=8)
     tr = float(lam.sum())
 
-    def rms(estimate: Callable[[int], TraceEstimate]) -> float:
+    def rms(estimate: Callable[[int], Estimate]) -> float:
         return math.sqrt(sum((estimate(s).value - tr) ** 2 for s in range(seeds)) / seeds)
 
     sphere = rms(lambda s: xtrace(Recording(a), n, budget, generator=gen(s)))
@@ -315,7 +316,7 @@ def test_the_global_rng_is_untouched(test_vectors: str) -> None:
 
 @pytest.mark.parametrize("test_vectors", VARIANTS)
 def test_seeded_estimates_are_deterministic(test_vectors: str) -> None:
-    def run() -> TraceEstimate:
+    def run() -> Estimate:
         return xtrace(Recording(A12), 12, 9, generator=gen(5), test_vectors=test_vectors)
     assert run() == run()
 
@@ -336,7 +337,7 @@ def test_float32_and_no_generator() -> None:
     a32 = known_spectrum(lam, seed=1).float()
     est = xtrace(lambda v: a32 @ v, 30, 16, dtype=torch.float32)  # rank 3 < s = 8: exact
     assert est.value == pytest.approx(4.0, abs=1e-4)
-    assert isinstance(est, TraceEstimate) and "±" in str(est)
+    assert isinstance(est, Estimate) and "±" in str(est)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Monte Carlo estimates with standard errors, and the check that compares them to a claim.
 
 Every claim V1-V5 (PAPER.md section 2) is checked the same way: a ``predicted_*`` value,
-a Monte Carlo :class:`Estimate` (value and standard error), and
+a Monte Carlo :class:`~analysis.estimate.Estimate` (value and standard error; the one
+estimate type of the toolkit, re-exported here), and
 
     z = (measured - predicted) / stderr,   verdict "pass" iff |measured - predicted| <= k stderr + bias
 
@@ -16,50 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torch import Tensor
+from analysis.estimate import Estimate, mean_estimate, variance_estimate
 
 __all__ = ["Check", "Estimate", "check", "mean_estimate", "variance_estimate"]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A Monte Carlo estimate and its standard error (both floats)."""
-
-    value: float
-    stderr: float
-    samples: int
-
-    def __str__(self) -> str:
-        return f"{self.value:.4g} ± {self.stderr:.2g}"
-
-
-def mean_estimate(samples: Tensor) -> Estimate:
-    """Mean of i.i.d. ``samples`` [n] with standard error ``std / sqrt(n)`` (float64)."""
-    x = samples.detach().double().flatten()
-    n = x.numel()
-    if n < 2:
-        raise ValueError(f"need at least 2 samples for a standard error, got {n}")
-    return Estimate(float(x.mean()), float(x.std(correction=1) / math.sqrt(n)), n)
-
-
-def variance_estimate(samples: Tensor, mean: float | None = None) -> Estimate:
-    """Variance of i.i.d. ``samples`` [n] with its standard error.
-
-    With a known ``mean`` the estimator is ``mean((x - mean)^2)``, an average of i.i.d.
-    terms, so its standard error is that of a mean.  Otherwise it is the unbiased sample
-    variance, with the delta-method standard error ``sqrt((m4 - s^4) / n)`` (m4 the
-    fourth central moment).
-    """
-    x = samples.detach().double().flatten()
-    n = x.numel()
-    if n < 2:
-        raise ValueError(f"need at least 2 samples for a variance, got {n}")
-    if mean is not None:
-        return mean_estimate((x - mean) ** 2)
-    centered = x - x.mean()
-    s2 = float(centered.pow(2).sum() / (n - 1))
-    m4 = float(centered.pow(4).mean())
-    return Estimate(s2, math.sqrt(max(m4 - s2 * s2, 0.0) / n), n)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ import torch
 from torch import Tensor
 
 from analysis.rng import resolve_generator
-from variance.estimate import Check, Estimate, check, mean_estimate, variance_estimate
+from analysis.estimate import Estimate, mean_estimate, variance_estimate
+from variance.estimate import Check, check
 
 __all__ = [
     "COSINE_DISTRIBUTIONS",

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from analysis.normalization import normalize_scale_logits
 from analysis.probe_mode import check_statistics, probe_mode
 from analysis.training import StepInfo
-from variance.estimate import Estimate, mean_estimate
+from analysis.estimate import Estimate, mean_estimate
 
 __all__ = [
     "MOMENTS",

@@ -50,7 +50,8 @@ from torch import Tensor
 from analysis.init import weight_variance
 from analysis.model import EmbedderConfig
 from variance.batched_embedder import batched_embedder_forward, iter_draws
-from variance.estimate import Check, Estimate, check, mean_estimate
+from analysis.estimate import Estimate, mean_estimate
+from variance.estimate import Check, check
 
 __all__ = [
     "PrototypeMoments",

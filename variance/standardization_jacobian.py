@@ -51,7 +51,8 @@ import torch
 from torch import Tensor
 
 from analysis.class_standardization import class_standardize, class_statistics
-from variance.estimate import Check, Estimate, check
+from analysis.estimate import Estimate
+from variance.estimate import Check, check
 
 __all__ = [
     "autograd_standardization_gradient",
