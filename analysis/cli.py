@@ -17,7 +17,9 @@ core never imports the packages built on it.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -73,7 +75,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--seen-logit-scale", type=float, default=None,
                    help="GZSL calibration factor on seen logits (default: 0.95; 1.0 on CUB)")
-    p.add_argument("--out", type=Path, required=True, help="output folder for results.json, config.json, ...")
+    p.add_argument("--out", type=str, required=True, help="output folder for results.json, config.json, ...")
     p.add_argument("--no-save-model", action="store_true", help="do not write DIR/model.pt")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -129,7 +131,7 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", type=int, default=None, help="number of tasks (default: 10 on CUB, 15 on SUN)")
     p.add_argument("--epochs-per-task", type=int, default=5, help="training epochs on each task")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--out", type=Path, required=True, help="output folder for czsl.json and czsl.png")
+    p.add_argument("--out", type=str, required=True, help="output folder for czsl.json and czsl.png")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_czsl)
@@ -193,9 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: raised in the main thread so that every ``with`` block unwinds."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cnzsl`` console script; returns the exit status."""
+    """Entry point of the ``cnzsl`` console script; returns the exit status.
+
+    Errors in the input: one line on stderr, status 2.  Ctrl-C (SIGINT) and SIGTERM: one
+    line, status 130 and 143 (128 + the signal number, the shell's convention); an
+    unfinished run writes nothing into its ``--out`` folder (:mod:`analysis.output_folder`).
+    """
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.handler(args)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as err:
@@ -204,7 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # the file system refused (permissions, a file in the way, disk full)
         print(f"cnzsl: error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
         return 2
-
+    except (KeyboardInterrupt, Terminated) as err:
+        name, status = ("SIGTERM", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("Ctrl-C", 130)
+        print(f"\ncnzsl: interrupted ({name}); nothing more written: a run's files appear in --out only "
+              "when it finishes", file=sys.stderr)
+        return status
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,9 @@ holds every metric's mean and standard deviation over the seeds (``std`` with ``
 ``loss.png`` has one line per seed.
 
 Nothing a user had is overwritten: if any of these files exists in ``out`` the run stops
-before doing any work, unless ``overwrite=True``.  Every file is written atomically.
+before doing any work, unless ``overwrite=True``.  The folder is locked for the run and its
+files appear together at the end, ``results.json`` last (:mod:`analysis.output_folder`): a
+run stopped by an error, Ctrl-C or SIGTERM leaves ``out`` as it was.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from typing import Any
 from analysis.checkpoint import save_checkpoint
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.evaluation import evaluate
-from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json, write_png
+from analysis.io import check_output_folder, environment_info, write_json, write_png
+from analysis.output_folder import OutputFolder
 from analysis.model import PRESETS, preset_config
 from analysis.seed_ensemble import train_seeds
 from analysis.training import History, TrainConfig, resolve_device, train_model
@@ -119,53 +122,53 @@ def run_train(run: TrainRun) -> dict[str, Any]:
         FileExistsError: outputs exist in ``run.out`` and ``overwrite`` is False.
         DataError, ValueError: bad data or options (the message names the fix).
     """
-    refuse_to_overwrite(run.out, run.output_files, run.overwrite)
-    device = resolve_device(run.train.device)
-    data = load_dataset(run.dataset, data_root=run.data_root,
-                        synthetic_features=run.synthetic_features, seed=run.data_seed)
-    if run.train.batch_size > data.trainval.numel():
-        raise ValueError(f"--batch-size {run.train.batch_size} exceeds the {data.trainval.numel()} trainval samples of "
-                         f"{data.name}: every epoch would be one step on all of them; use at most "
-                         f"{data.trainval.numel()} (the recipe: 256)")
-    config = preset_config(run.preset, data.attribute_dim, data.feature_dim,
-                           standardization_mode=run.standardization_mode)
-    seeds = list(run.seeds) if run.seeds is not None else [run.train.seed]
-    if run.seeds is None:
-        model, history = train_model(config, data, run.train)
-        models, histories = [model], [history]
-    else:
-        models, histories = train_seeds(config, data, run.train, seeds)
-    scores = [evaluate(m, data, attribute_norm=run.train.attribute_norm,
-                       seen_logit_scale=run.seen_logit_scale).percent() for m in models]
-    common = {
-        "train_seconds": histories[0].seconds,
-        "epochs": len(histories[0].loss),
-        "dataset": data.name,
-        "data_source": data.source,
-        "preset": run.preset,
-        "device": str(device),
-        "fast_path": histories[0].path,
-    }
-    if run.seeds is None:
-        results = {**scores[0], **common, "loss": histories[0].loss, "epoch_seconds": histories[0].epoch_seconds}
-    else:
-        summary = {k: mean_std([s[k] for s in scores]) for k in METRICS}
-        results = {
-            **{k: mean for k, (mean, _) in summary.items()},
-            "std": {k: std for k, (_, std) in summary.items()},
-            **common,
-            "seeds": seeds,
-            "per_seed": [{"seed": seed, **score, "loss": h.loss} for seed, score, h in zip(seeds, scores, histories)],
-            "epoch_seconds": histories[0].epoch_seconds,
+    with OutputFolder(run.out, run.output_files, marker="results.json", overwrite=run.overwrite) as folder:
+        device = resolve_device(run.train.device)
+        data = load_dataset(run.dataset, data_root=run.data_root,
+                            synthetic_features=run.synthetic_features, seed=run.data_seed)
+        if run.train.batch_size > data.trainval.numel():
+            raise ValueError(f"--batch-size {run.train.batch_size} exceeds the {data.trainval.numel()} trainval samples of "
+                             f"{data.name}: every epoch would be one step on all of them; use at most "
+                             f"{data.trainval.numel()} (the recipe: 256)")
+        config = preset_config(run.preset, data.attribute_dim, data.feature_dim,
+                               standardization_mode=run.standardization_mode)
+        seeds = list(run.seeds) if run.seeds is not None else [run.train.seed]
+        if run.seeds is None:
+            model, history = train_model(config, data, run.train)
+            models, histories = [model], [history]
+        else:
+            models, histories = train_seeds(config, data, run.train, seeds)
+        scores = [evaluate(m, data, attribute_norm=run.train.attribute_norm,
+                           seen_logit_scale=run.seen_logit_scale).percent() for m in models]
+        common = {
+            "train_seconds": histories[0].seconds,
+            "epochs": len(histories[0].loss),
+            "dataset": data.name,
+            "data_source": data.source,
+            "preset": run.preset,
+            "device": str(device),
+            "fast_path": histories[0].path,
         }
-    write_json(run.out / "config.json", {"run": run, "model": config, "data": data.summary()})
-    write_json(run.out / "environment.json", environment_info(device))
-    if run.save_model:
-        for seed, model, score in zip(seeds, models, scores):
-            name = "model.pt" if run.seeds is None else f"model-seed{seed}.pt"
-            save_checkpoint(run.out / name, model,
-                            {"run": run, "seed": seed, "data": data.summary(), "results": {**score, **common}})
-    write_png(run.out / "loss.png", _loss_figure(histories, seeds,
-                                                 f"{data.name} ({data.source}), preset {run.preset}"))
-    write_json(run.out / "results.json", results)  # last: its presence marks a finished run
+        if run.seeds is None:
+            results = {**scores[0], **common, "loss": histories[0].loss, "epoch_seconds": histories[0].epoch_seconds}
+        else:
+            summary = {k: mean_std([s[k] for s in scores]) for k in METRICS}
+            results = {
+                **{k: mean for k, (mean, _) in summary.items()},
+                "std": {k: std for k, (_, std) in summary.items()},
+                **common,
+                "seeds": seeds,
+                "per_seed": [{"seed": seed, **score, "loss": h.loss} for seed, score, h in zip(seeds, scores, histories)],
+                "epoch_seconds": histories[0].epoch_seconds,
+            }
+        write_json(folder.stage("config.json"), {"run": run, "model": config, "data": data.summary()})
+        write_json(folder.stage("environment.json"), environment_info(device))
+        if run.save_model:
+            for seed, model, score in zip(seeds, models, scores):
+                name = "model.pt" if run.seeds is None else f"model-seed{seed}.pt"
+                save_checkpoint(folder.stage(name), model,
+                                {"run": run, "seed": seed, "data": data.summary(), "results": {**score, **common}})
+        write_png(folder.stage("loss.png"), _loss_figure(histories, seeds,
+                                                     f"{data.name} ({data.source}), preset {run.preset}"))
+        write_json(folder.stage("results.json"), results)  # the marker: published last, when the run is complete
     return results

@@ -56,8 +56,11 @@ def check_output_folder(out: str | os.PathLike) -> Path:
     """``out`` as a Path, refused before any work when it cannot be a folder.
 
     Raises:
-        ValueError: ``out`` is an existing file, or lies inside one (``FILE/sub``).
+        ValueError: ``out`` is empty (``Path("")`` would silently mean the current folder), an
+            existing file, or lies inside one (``FILE/sub``).
     """
+    if isinstance(out, str) and out.strip() == "":
+        raise ValueError("--out is empty; pass a folder for the results (it is created if missing)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file, not a folder; pass a folder (it is created if missing)")

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data generator")
     p.add_argument("--seeds", default="1,2,3", help="seeds averaged over where a figure trains models")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--out", type=Path, default=None, help="output folder")
+    p.add_argument("--out", type=str, default=None, help="output folder")
     p.add_argument("--plot-only", action="store_true", help="redraw from the cached data in DIR/data")
     p.add_argument("--overwrite", action="store_true", help="replace figures and data already in --out")
     p.add_argument("--list", action="store_true", help="list the figures and exit")

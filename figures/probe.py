@@ -18,12 +18,12 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from analysis.cli import add_data_options, parse_seeds
 from analysis.datasets import load_dataset
-from analysis.io import atomic_write, environment_info, refuse_to_overwrite, to_jsonable, write_json
+from analysis.io import atomic_write, environment_info, to_jsonable, write_json
+from analysis.output_folder import OutputFolder
 from analysis.model import PRESETS
 from analysis.training import resolve_device
 from analysis.user_model import ModelSpec, resolve_model
@@ -62,28 +62,27 @@ def run_probe(run: ProbeRun, data: Any = None) -> dict[str, Any]:
         ModelContractError, ValueError, DataError: a model, option or data set is unusable;
             raised before any training.
     """
-    refuse_to_overwrite(run.out, OUTPUT_FILES, run.overwrite)
-    device = resolve_device(run.device)
-    specs = _specs(run)
-    if data is None:
-        data = load_dataset(run.dataset, data_root=run.data_root, synthetic_features=run.synthetic_features,
-                            seed=run.data_seed)
-    check_models(specs, data, device)
-    start = time.perf_counter()
-    models = {}
-    for i, spec in enumerate(specs, 1):
-        if run.progress:
-            print(f"[{i}/{len(specs)}] {spec.label}: init profile, training, curvature probes", file=sys.stderr, flush=True)
-        models[spec.label] = probe_model(spec, data, run, device)
-    settings = {k: v for k, v in asdict(run).items() if k not in ("out", "overwrite", "progress")}
-    payload = {"models": models, "settings": settings, "data": data.summary(),
-               "environment": environment_info(device), "seconds": time.perf_counter() - start}
-    run.out.mkdir(parents=True, exist_ok=True)
-    payload = to_jsonable(payload)  # the JSON types probe.json holds: the views see what is written
-    write_json(run.out / "probe.json", payload)
-    table = probe_markdown(payload).encode("utf-8")
-    atomic_write(run.out / "probe.md", lambda f: f.write(table))
-    save_figure(probe_figure(payload), run.out, "probe")
+    with OutputFolder(run.out, OUTPUT_FILES, marker="probe.json", overwrite=run.overwrite) as folder:
+        device = resolve_device(run.device)
+        specs = _specs(run)
+        if data is None:
+            data = load_dataset(run.dataset, data_root=run.data_root, synthetic_features=run.synthetic_features,
+                                seed=run.data_seed)
+        check_models(specs, data, device)
+        start = time.perf_counter()
+        models = {}
+        for i, spec in enumerate(specs, 1):
+            if run.progress:
+                print(f"[{i}/{len(specs)}] {spec.label}: init profile, training, curvature probes", file=sys.stderr, flush=True)
+            models[spec.label] = probe_model(spec, data, run, device)
+        settings = {k: v for k, v in asdict(run).items() if k not in ("out", "overwrite", "progress")}
+        payload = {"models": models, "settings": settings, "data": data.summary(),
+                   "environment": environment_info(device), "seconds": time.perf_counter() - start}
+        payload = to_jsonable(payload)  # the JSON types probe.json holds: the views see what is written
+        write_json(folder.stage("probe.json"), payload)
+        table = probe_markdown(payload).encode("utf-8")
+        atomic_write(folder.stage("probe.md"), lambda f: f.write(table))
+        save_figure(probe_figure(payload), folder.stage("probe.png").parent, "probe")  # probe.png, probe.pdf
     return payload
 
 
@@ -137,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, dest=name,
                        help=f"(default: {value}; --fast: {FAST_BUDGET[name]})")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=str, required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress lines and bars")
     p.set_defaults(handler=_probe)

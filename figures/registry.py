@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from analysis.io import refuse_to_overwrite, write_json
+from analysis.output_folder import FolderLock
 from figures.context import FigureContext
 
 __all__ = ["FIGURE_NAMES", "figure_module", "run_figures", "select_figures"]
@@ -70,26 +71,27 @@ def run_figures(
         FileNotFoundError: ``plot_only`` and a cache is missing.
     """
     names = select_figures(names)
-    for name in names:
-        refuse_to_overwrite(ctx.out, _outputs(ctx, name, plot_only), overwrite)
-    rows = []
-    for name in names:
-        module = figure_module(name)
-        start = time.perf_counter()
-        if not plot_only:
-            log(f"[{name}] computing ...")
-            module.compute(ctx)
-        computed = time.perf_counter()
-        paths = module.plot(ctx)
-        rows.append({"name": name, "title": module.TITLE, "paper": module.PAPER, "fast": ctx.fast,
-                     "compute_seconds": None if plot_only else computed - start,
-                     "plot_seconds": time.perf_counter() - computed,
-                     "files": [str(Path(p).relative_to(ctx.out)) for p in paths]})
-        log(f"[{name}] {rows[-1]['compute_seconds'] or 0:.1f} s compute, {rows[-1]['plot_seconds']:.1f} s plot"
-            f" -> {', '.join(rows[-1]['files'])}")
-    summary = {"figures": rows, "fast": ctx.fast, "plot_only": plot_only,
-               "total_seconds": sum((r["compute_seconds"] or 0) + r["plot_seconds"] for r in rows)}
-    _record(ctx.out / "figures.json", rows)
+    with FolderLock(ctx.out):  # one run at a time in ctx.out (analysis/output_folder.py)
+        for name in names:
+            refuse_to_overwrite(ctx.out, _outputs(ctx, name, plot_only), overwrite)
+        rows = []
+        for name in names:
+            module = figure_module(name)
+            start = time.perf_counter()
+            if not plot_only:
+                log(f"[{name}] computing ...")
+                module.compute(ctx)
+            computed = time.perf_counter()
+            paths = module.plot(ctx)
+            rows.append({"name": name, "title": module.TITLE, "paper": module.PAPER, "fast": ctx.fast,
+                         "compute_seconds": None if plot_only else computed - start,
+                         "plot_seconds": time.perf_counter() - computed,
+                         "files": [str(Path(p).relative_to(ctx.out)) for p in paths]})
+            log(f"[{name}] {rows[-1]['compute_seconds'] or 0:.1f} s compute, {rows[-1]['plot_seconds']:.1f} s plot"
+                f" -> {', '.join(rows[-1]['files'])}")
+        summary = {"figures": rows, "fast": ctx.fast, "plot_only": plot_only,
+                   "total_seconds": sum((r["compute_seconds"] or 0) + r["plot_seconds"] for r in rows)}
+        _record(ctx.out / "figures.json", rows)
     return summary
 
 

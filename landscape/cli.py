@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 from analysis.cli import add_data_options
 from landscape.comparison import MODEL_KINDS, LandscapeRun, run_landscape
@@ -53,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--models", default=",".join(MODEL_KINDS), help="comma-separated subset of the models")
     p.add_argument("--probe-every", type=int, default=25, help="training steps between probes")
     p.add_argument("--slice-points", type=int, default=21, help="grid points per axis of the 2-D slices")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=str, required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(handler=_landscape)

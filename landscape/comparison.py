@@ -36,7 +36,8 @@ import torch
 
 from analysis.data import ZSLData
 from analysis.datasets import canonical_dataset_name, load_dataset
-from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json, write_png
+from analysis.io import check_output_folder, environment_info, write_json, write_png
+from analysis.output_folder import OutputFolder
 from analysis.model import ClassifierConfig, preset_config
 from analysis.training import StepInfo, TrainConfig, build_model, resolve_device, train
 from landscape.hvp import HessianOperator
@@ -199,44 +200,44 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
         FileExistsError: outputs exist in ``run.out`` and ``overwrite`` is False.
         DataError, ValueError: bad data or options.
     """
-    refuse_to_overwrite(run.out, OUTPUT_FILES, run.overwrite)
-    device = resolve_device(run.device)
-    if data is None:
-        data = load_dataset(run.dataset, data_root=run.data_root, synthetic_features=run.synthetic_features,
-                            seed=run.data_seed)
-    config = TrainConfig(epochs=run.epochs, seed=run.seed, device=str(device), progress=run.progress)
-    etas = tuple(config.lr * m for m in run.eta_multipliers)
-    slice_data = zsl_batches(data, batch_size=4096, device=device)
-    slice_batches, kept = [], 0
-    for b in slice_data:  # the first slice_samples trainval samples
-        take = min(b.size, run.slice_samples - kept)
-        if take <= 0:
-            break
-        slice_batches.append(Batch(b.features[:take], b.targets[:take], b.attributes))
-        kept += take
-    grid = torch.linspace(-run.slice_range, run.slice_range, run.slice_points, dtype=torch.float64)
-    results, slices = {}, {}
-    for kind in run.models:
-        model = build_model(model_config(kind, data), run.seed)
-        probe = TrajectoryProbe(run.probe_every, etas, run.lanczos_tol, run.lanczos_max_steps, seed=run.seed + 1)
-        history = train(model, data, config, on_step=probe)
-        objective = Objective(model)
-        directions = torch.Generator().manual_seed(run.seed + 2)
-        d1 = filter_normalized_direction(objective, generator=directions)
-        d2 = filter_normalized_direction(objective, generator=directions)
-        slices[kind] = loss_slice_2d(objective, slice_batches, d1, d2, grid, grid)
-        results[kind] = {
-            "label": _LABELS[kind],
-            "summary": {**_summary(probe), "final_train_loss": history.loss[-1],
-                        "train_seconds": history.seconds},
-            "trajectory": probe.records,
-            "slice": {"alphas": grid.tolist(), "betas": grid.tolist(),
-                      "losses": slices[kind].losses.tolist()},
-        }
-    title = f"{data.name} ({data.source}), {run.epochs} epochs, seed {run.seed}"
-    write_png(run.out / "trajectories.png", _trajectory_figure(results, title))
-    write_png(run.out / "slices.png", _slice_figure(results, slices, title))
-    payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
-               "etas": list(etas), "models": results}
-    write_json(run.out / "landscape.json", payload)
+    with OutputFolder(run.out, OUTPUT_FILES, marker="landscape.json", overwrite=run.overwrite) as folder:
+        device = resolve_device(run.device)
+        if data is None:
+            data = load_dataset(run.dataset, data_root=run.data_root, synthetic_features=run.synthetic_features,
+                                seed=run.data_seed)
+        config = TrainConfig(epochs=run.epochs, seed=run.seed, device=str(device), progress=run.progress)
+        etas = tuple(config.lr * m for m in run.eta_multipliers)
+        slice_data = zsl_batches(data, batch_size=4096, device=device)
+        slice_batches, kept = [], 0
+        for b in slice_data:  # the first slice_samples trainval samples
+            take = min(b.size, run.slice_samples - kept)
+            if take <= 0:
+                break
+            slice_batches.append(Batch(b.features[:take], b.targets[:take], b.attributes))
+            kept += take
+        grid = torch.linspace(-run.slice_range, run.slice_range, run.slice_points, dtype=torch.float64)
+        results, slices = {}, {}
+        for kind in run.models:
+            model = build_model(model_config(kind, data), run.seed)
+            probe = TrajectoryProbe(run.probe_every, etas, run.lanczos_tol, run.lanczos_max_steps, seed=run.seed + 1)
+            history = train(model, data, config, on_step=probe)
+            objective = Objective(model)
+            directions = torch.Generator().manual_seed(run.seed + 2)
+            d1 = filter_normalized_direction(objective, generator=directions)
+            d2 = filter_normalized_direction(objective, generator=directions)
+            slices[kind] = loss_slice_2d(objective, slice_batches, d1, d2, grid, grid)
+            results[kind] = {
+                "label": _LABELS[kind],
+                "summary": {**_summary(probe), "final_train_loss": history.loss[-1],
+                            "train_seconds": history.seconds},
+                "trajectory": probe.records,
+                "slice": {"alphas": grid.tolist(), "betas": grid.tolist(),
+                          "losses": slices[kind].losses.tolist()},
+            }
+        title = f"{data.name} ({data.source}), {run.epochs} epochs, seed {run.seed}"
+        write_png(folder.stage("trajectories.png"), _trajectory_figure(results, title))
+        write_png(folder.stage("slices.png"), _slice_figure(results, slices, title))
+        payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
+                   "etas": list(etas), "models": results}
+        write_json(folder.stage("landscape.json"), payload)
     return payload

@@ -22,7 +22,8 @@ import torch
 from analysis.data import ZSLData
 from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
 from analysis.gbu import dataset_dir, read_att_splits
-from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json
+from analysis.io import environment_info, write_json
+from analysis.output_folder import OutputFolder
 from analysis.synthetic import make_synthetic
 from variance.attribute_statistics import attribute_statistics, format_attribute_table
 from variance.report import format_variance_table, variance_report
@@ -53,26 +54,25 @@ def _variance(args: argparse.Namespace) -> int:
         if value < least:
             raise ValueError(f"{option} must be at least {least}, got {value}"
                              + (" (a standard error needs two inits)" if option == "--num-inits" else ""))
-    target = check_output_folder(args.out) / "variance.json"
-    refuse_to_overwrite(args.out, [target.name], args.overwrite)
-    names = _dataset_names(args.dataset, args.data_root)
-    rows, start = [], time.perf_counter()
-    for name in names:
-        data = _load(name, args.data_root, args.data_seed)
-        print(f"{name}: {data.source} data, {args.num_inits} inits per embedder row ...", file=sys.stderr)
-        rows += variance_report(data, num_inits=args.num_inits, width=args.width,
-                                generator=torch.Generator().manual_seed(args.seed))
-    print(format_variance_table(rows))
-    confirmed = sum(r.confirmed for r in rows)
-    print(f"{confirmed}/{len(rows)} rows as the claims expect · {time.perf_counter() - start:.1f} s")
-    write_json(target, {
-        "config": {"datasets": names, "data_root": args.data_root, "num_inits": args.num_inits,
-                   "width": args.width, "seed": args.seed, "data_seed": args.data_seed},
-        "environment": environment_info("cpu"),
-        "rows": [{"dataset": r.dataset, "source": r.source, "expected": r.expected,
-                  "confirmed": r.confirmed, **r.check.__dict__} for r in rows],
-    })
-    print(f"wrote {target}")
+    with OutputFolder(args.out, ["variance.json"], overwrite=args.overwrite) as folder:
+        names = _dataset_names(args.dataset, args.data_root)
+        rows, start = [], time.perf_counter()
+        for name in names:
+            data = _load(name, args.data_root, args.data_seed)
+            print(f"{name}: {data.source} data, {args.num_inits} inits per embedder row ...", file=sys.stderr)
+            rows += variance_report(data, num_inits=args.num_inits, width=args.width,
+                                    generator=torch.Generator().manual_seed(args.seed))
+        print(format_variance_table(rows))
+        confirmed = sum(r.confirmed for r in rows)
+        print(f"{confirmed}/{len(rows)} rows as the claims expect · {time.perf_counter() - start:.1f} s")
+        write_json(folder.stage("variance.json"), {
+            "config": {"datasets": names, "data_root": args.data_root, "num_inits": args.num_inits,
+                       "width": args.width, "seed": args.seed, "data_seed": args.data_seed},
+            "environment": environment_info("cpu"),
+            "rows": [{"dataset": r.dataset, "source": r.source, "expected": r.expected,
+                      "confirmed": r.confirmed, **r.check.__dict__} for r in rows],
+        })
+    print(f"wrote {folder.out / 'variance.json'}")
     return 0
 
 
@@ -107,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Check claims V1-V5 (normalize+scale, attributes normalization, "
                               "deep embedders, CN, the standardization Jacobian) by Monte Carlo over "
                               "random initializations; print the table and write DIR/variance.json.")
-    p.add_argument("--out", type=Path, required=True, help="output folder for variance.json")
+    p.add_argument("--out", type=str, required=True, help="output folder for variance.json")
     p.add_argument("--num-inits", type=int, default=100, help="random initializations per embedder row")
     p.add_argument("--width", type=int, default=1024, help="hidden width of the deep embedders")
     p.add_argument("--seed", type=int, default=0, help="seed of every Monte Carlo draw")

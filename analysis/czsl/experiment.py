@@ -21,7 +21,8 @@ from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
 from analysis.czsl.tasks import continual_split
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.experiment import mean_std
-from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json, write_png
+from analysis.io import check_output_folder, environment_info, write_json, write_png
+from analysis.output_folder import OutputFolder
 
 __all__ = ["CZSLExperiment", "METRICS", "format_czsl_table", "run_czsl_experiment"]
 
@@ -96,31 +97,31 @@ def _figure(rows: list[dict[str, Any]], title: str):
 
 def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
     """Run every method x CN setting x seed of ``exp`` and write the outputs (module docstring)."""
-    refuse_to_overwrite(exp.out, OUTPUT_FILES, exp.overwrite)
-    data = load_dataset(exp.dataset, data_root=exp.data_root, synthetic_features=exp.synthetic_features,
-                        seed=exp.data_seed)
-    methods_config = MethodConfig(agem_memory_per_class=agem_memory_for(exp.dataset))
-    runs = [(m, cn, s) for m in exp.methods for cn in exp.cn_settings for s in exp.seeds]
-    results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
-    for method, cn, seed in tqdm(runs, desc="czsl", unit="run", disable=not exp.progress):
-        split = continual_split(data, exp.num_tasks, seed=seed)
-        config = CZSLConfig(method=method, cn=cn, epochs_per_task=exp.epochs_per_task, seed=seed,
-                            device=exp.device, methods=methods_config)
-        result = run_czsl(data, split, config)
-        results.setdefault((method, cn), []).append({
-            "seed": seed, "summary": result.summary.percent(),
-            "evaluations": [asdict(e) for e in result.evaluations],
-        })
-    rows = []
-    for (method, cn), per_seed in results.items():
-        row = {"method": method, "cn": cn}
-        for metric in METRICS:
-            row[metric] = _mean_std([s["summary"][metric] for s in per_seed])
-        rows.append({**row, "per_seed": per_seed})
-    num_tasks = len(rows[0]["per_seed"][0]["evaluations"])  # one evaluation per task learned
-    title = f"{data.name} ({data.source}), {num_tasks} tasks, seeds {','.join(map(str, exp.seeds))}"
-    write_png(exp.out / "czsl.png", _figure(rows, title))
-    payload = {"config": exp, "data": data.summary(), "methods_config": methods_config,
-               "environment": environment_info(exp.device), "rows": rows}
-    write_json(exp.out / "czsl.json", payload)
+    with OutputFolder(exp.out, OUTPUT_FILES, marker="czsl.json", overwrite=exp.overwrite) as folder:
+        data = load_dataset(exp.dataset, data_root=exp.data_root, synthetic_features=exp.synthetic_features,
+                            seed=exp.data_seed)
+        methods_config = MethodConfig(agem_memory_per_class=agem_memory_for(exp.dataset))
+        runs = [(m, cn, s) for m in exp.methods for cn in exp.cn_settings for s in exp.seeds]
+        results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+        for method, cn, seed in tqdm(runs, desc="czsl", unit="run", disable=not exp.progress):
+            split = continual_split(data, exp.num_tasks, seed=seed)
+            config = CZSLConfig(method=method, cn=cn, epochs_per_task=exp.epochs_per_task, seed=seed,
+                                device=exp.device, methods=methods_config)
+            result = run_czsl(data, split, config)
+            results.setdefault((method, cn), []).append({
+                "seed": seed, "summary": result.summary.percent(),
+                "evaluations": [asdict(e) for e in result.evaluations],
+            })
+        rows = []
+        for (method, cn), per_seed in results.items():
+            row = {"method": method, "cn": cn}
+            for metric in METRICS:
+                row[metric] = _mean_std([s["summary"][metric] for s in per_seed])
+            rows.append({**row, "per_seed": per_seed})
+        num_tasks = len(rows[0]["per_seed"][0]["evaluations"])  # one evaluation per task learned
+        title = f"{data.name} ({data.source}), {num_tasks} tasks, seeds {','.join(map(str, exp.seeds))}"
+        write_png(folder.stage("czsl.png"), _figure(rows, title))
+        payload = {"config": exp, "data": data.summary(), "methods_config": methods_config,
+                   "environment": environment_info(exp.device), "rows": rows}
+        write_json(folder.stage("czsl.json"), payload)
     return payload
