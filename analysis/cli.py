@@ -96,16 +96,29 @@ def _train(args: argparse.Namespace) -> int:
         seeds=None if args.seeds is None else parse_seeds(args.seeds),
         save_model=not args.no_save_model, overwrite=args.overwrite,
     )
-    r = run_train(run)
-    names = {"zsl_unseen": "ZSL-U", "gzsl_unseen": "GZSL-U", "gzsl_seen": "GZSL-S", "gzsl_harmonic": "GZSL-H",
-             "ausuc": "AUSUC"}
-    seeds = f" · seeds {','.join(map(str, r['seeds']))} (mean ± std)" if "seeds" in r else ""
-    print(f"{r['dataset']} ({r['data_source']}) · preset {r['preset']} · {r['epochs']} epochs · {r['device']}"
-          f"{seeds}")
-    for key, name in names.items():
-        spread = f" ± {r['std'][key]:4.1f}" if "std" in r else ""
-        print(f"  {name:<11}{r[key]:6.1f}{spread} %")
-    print(f"  {'train time':<11}{r['train_seconds']:6.1f} s" + (f" (all {len(r['seeds'])} seeds at once)" if seeds else ""))
+    reported = []
+
+    def report(r: dict) -> None:
+        names = {"zsl_unseen": "ZSL-U", "gzsl_unseen": "GZSL-U", "gzsl_seen": "GZSL-S",
+                 "gzsl_harmonic": "GZSL-H", "ausuc": "AUSUC"}
+        seeds = f" · seeds {','.join(map(str, r['seeds']))} (mean ± std)" if "seeds" in r else ""
+        print(f"{r['dataset']} ({r['data_source']}) · preset {r['preset']} · {r['epochs']} epochs · {r['device']}"
+              f"{seeds}")
+        for key, name in names.items():
+            spread = f" ± {r['std'][key]:4.1f}" if "std" in r else ""
+            print(f"  {name:<11}{r[key]:6.1f}{spread} %")
+        print(f"  {'train time':<11}{r['train_seconds']:6.1f} s" + (f" (all {len(r['seeds'])} seeds at once)" if seeds else ""),
+              flush=True)
+        reported.append(r)
+
+    try:
+        run_train(run, report=report)
+    except OSError as err:
+        if not reported:
+            raise
+        print(f"cnzsl: error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}; nothing was "
+              f"written to {run.out}: the metrics printed above are this run's results", file=sys.stderr)
+        return 2
     models = ", model.pt" if run.seeds is None else f", model-seed<S>.pt x {len(run.seeds)}"
     print(f"wrote {run.out}/results.json, config.json, environment.json" + (models if run.save_model else "")
           + ", loss.png")

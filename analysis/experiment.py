@@ -25,6 +25,7 @@ run stopped by an error, Ctrl-C or SIGTERM leaves ``out`` as it was.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +113,11 @@ def _loss_figure(histories: list[History], seeds: list[int], title: str):
     return fig
 
 
-def run_train(run: TrainRun) -> dict[str, Any]:
+def run_train(run: TrainRun, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train and evaluate the preset of ``run`` and write its outputs (module docstring).
+
+    ``report(results)`` (if given) is called with the results before any file is written, so
+    a failed write (a full disk) cannot lose what the run measured.
 
     Returns:
         The content of ``results.json``.
@@ -161,6 +165,8 @@ def run_train(run: TrainRun) -> dict[str, Any]:
                 "per_seed": [{"seed": seed, **score, "loss": h.loss} for seed, score, h in zip(seeds, scores, histories)],
                 "epoch_seconds": histories[0].epoch_seconds,
             }
+        if report is not None:
+            report(results)
         write_json(folder.stage("config.json"), {"run": run, "model": config, "data": data.summary()})
         write_json(folder.stage("environment.json"), environment_info(device))
         if run.save_model:

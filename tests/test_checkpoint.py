@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from analysis.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint, state_digest
 from analysis.class_standardization import ClassStandardization
 from analysis.model import AttributeEmbedderModel, ClassifierConfig, LinearClassifier, preset_config
 
@@ -155,14 +155,41 @@ def test_directory_is_not_a_checkpoint(tmp_path):
 def test_random_bytes(tmp_path):
     path = tmp_path / "noise.pt"
     path.write_bytes(bytes(torch.randint(0, 256, (512,), generator=torch.Generator().manual_seed(0)).tolist()))
-    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+    with pytest.raises(ValueError, match="is not a checkpoint") as info:
         load_checkpoint(path)
+    assert "weights_only" not in str(info.value)  # never torch's advice to run the file's code
+
+
+def test_a_flipped_byte_in_a_weight_is_an_error_not_another_model(tmp_path):
+    model = trained_embedder()
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    raw = bytearray(path.read_bytes())
+    weight = max(model.parameters(), key=lambda p: p.numel()).detach().contiguous()  # 36 floats
+    at = raw.find(weight.numpy().tobytes())
+    assert at > 0  # torch stores tensors uncompressed: the weight's bytes are in the file
+    raw[at + 17] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="is corrupted: its tensors do not match the sha256"):
+        load_checkpoint(path)
+
+
+def test_state_digest_sees_names_dtypes_shapes_and_values():
+    base = {"a": torch.arange(6.0), "b": torch.zeros(2, dtype=torch.int64)}
+    d = state_digest(base)
+    assert d == state_digest({"b": base["b"].clone(), "a": base["a"].clone()})  # order-free, value-based
+    changed = [
+        {**base, "a": base["a"].clone().index_fill_(0, torch.tensor([3]), 3.5)},
+        {**base, "a": base["a"].reshape(2, 3)},
+        {**base, "a": base["a"].double()},
+        {"c": base["a"], "b": base["b"]},
+    ]
+    assert len({d, *(state_digest(c) for c in changed)}) == 5
 
 
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.pt"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+    with pytest.raises(ValueError, match="is not a checkpoint"):
         load_checkpoint(path)
 
 

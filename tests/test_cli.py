@@ -188,7 +188,7 @@ def test_an_os_error_at_the_command_edge_is_one_line(monkeypatch, capsys):
     """A file-system refusal (permissions, disk full) is one line with exit 2, not a traceback."""
     import analysis.cli as cli
 
-    def refused(run):
+    def refused(run, report=None):
         raise PermissionError(13, "Permission denied", "/read-only/results.json")
 
     monkeypatch.setattr(cli, "run_train", refused)

@@ -159,3 +159,21 @@ def test_a_signalled_train_writes_nothing_and_the_rerun_works(tmp_path: Path, si
     assert main(["train", "--dataset", "AWA1", "--epochs", "1", "--no-progress", "--no-save-model",
                  "--out", str(out)]) == 0
     assert "results.json" in visible(out)
+
+
+def test_a_full_disk_after_training_prints_the_metrics_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import analysis.experiment as experiment
+
+    def disk_full(path, fig, dpi=120):  # the first file after the JSONs and the checkpoint
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(experiment, "write_png", disk_full)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "AWA1", "--epochs", "1", "--no-progress", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "ZSL-U" in captured.out and "GZSL-H" in captured.out and "wrote" not in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnzsl: error: No space left on device: ")
+    assert "the metrics printed above are this run's results" in err[0]
+    assert not out.exists()
