@@ -20,7 +20,7 @@ import argparse
 import signal
 import sys
 import threading
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 from analysis.data import DataError
@@ -196,10 +196,19 @@ def _czsl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (``cnzsl-toolkit`` in pyproject.toml)."""
+    try:
+        return version("cnzsl-toolkit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnzsl", description="Class Normalization for zero-shot learning: reference toolkit."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_train(subparsers)
     _add_czsl(subparsers)
