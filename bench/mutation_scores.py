@@ -9,14 +9,23 @@ timed out (the mutant made the tests hang: counted as detected, as mutmut does),
 
     score = (killed + timeout) / (killed + timeout + survived).
 
-``--survivors`` also lists the surviving mutants' names (``mutmut show NAME`` prints each
-one's diff).
+``--survivors`` also lists the surviving mutants, each with its changed line and a
+category read off the change:
+
+- ``device/dtype``: a ``device=`` or ``dtype=`` argument dropped or set to None.  On the CPU
+  these are the defaults (CPU, and float64 wherever the toolkit asks for it explicitly the
+  tensors already are), so only the CUDA tests can tell them apart;
+- ``message``: only the text of an error message changed (tests match on key phrases);
+- ``numerical``: everything else, to be killed by a test or argued equivalent.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,6 +41,47 @@ def scores(mutants: Path) -> dict[str, Counter]:
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         by_module[module] = Counter(status_by_exit_code[code] for code in codes.values())
     return by_module
+
+
+def _function_sources(path: Path) -> dict[str, str]:
+    tree = ast.parse(path.read_text())
+    text = path.read_text()
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name:
+            out[node.name] = ast.get_source_segment(text, node) or ""
+    return out
+
+
+def _category(before: list[str], after: list[str]) -> str:
+    changed = " ".join(before + after)
+    if re.search(r"\b(device|dtype)\b", changed) and (
+            any("None" in a for a in after) or sum(len(a) for a in after) < sum(len(b) for b in before)):
+        return "device/dtype"
+    strings = [re.sub(r"(\"[^\"]*\"|'[^']*')", "S", line) for line in before + after]
+    if len(before) == len(after) and strings[: len(before)] == strings[len(before):]:
+        return "message"
+    return "numerical"
+
+
+def survivors(mutants: Path):
+    """(name, category, changed line) of every surviving mutant."""
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        alive = [name for name, code in codes.items() if status_by_exit_code[code] == "survived"]
+        if not alive:
+            continue
+        sources = _function_sources(meta.with_suffix(""))
+        for name in alive:
+            func = name.rsplit(".", 1)[-1]
+            orig = sources.get(func.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
+            mutant = sources.get(func, "")
+            a = [line.split("(", 1)[-1] if i == 0 else line for i, line in enumerate(orig.splitlines())]
+            b = [line.split("(", 1)[-1] if i == 0 else line for i, line in enumerate(mutant.splitlines())]
+            diff = [d for d in difflib.ndiff(a, b) if d[:2] in ("- ", "+ ")]
+            before = [d[2:].strip() for d in diff if d.startswith("- ")]
+            after = [d[2:].strip() for d in diff if d.startswith("+ ")]
+            yield name, _category(before, after), " / ".join(after)[:140]
 
 
 def main() -> int:
@@ -56,10 +106,14 @@ def main() -> int:
         print(f"{'all':<40}{sum(total.values()):>8}{total['killed']:>8}{total['timeout']:>8}{total['survived']:>9}"
               f"{total['not checked']:>10}{(total['killed'] + total['timeout']) / checked:>8.3f}")
     if args.survivors:
-        for meta in sorted(args.mutants.rglob("*.py.meta")):
-            for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-                if status_by_exit_code[code] == "survived":
-                    print(name)
+        rows = list(survivors(args.mutants))
+        by = Counter((name.split(".x")[0], category) for name, category, _ in rows)
+        print("\nsurvivors by module and category:")
+        for (module, category), count in sorted(by.items()):
+            print(f"  {module:<38}{category:<14}{count:>5}")
+        print()
+        for name, category, change in rows:
+            print(f"{category:<13} {name}: {change}")
     return 0
 
 

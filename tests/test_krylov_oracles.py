@@ -158,5 +158,50 @@ def test_slq_moment_standard_error_from_its_samples() -> None:
     two = spectral_density(lambda x: A @ x, N, num_probes=2, num_steps=4, generator=torch.Generator().manual_seed(3))
     x = two.probe_moments(1)
     assert two.moment(1).stderr == pytest.approx(abs(float(x[0] - x[1])) / 2, rel=1e-12)  # std/sqrt(2) of two values
+    assert two.moment(1).num_matvecs == two.num_matvecs == 8
     one = spectral_density(lambda x: A @ x, N, num_probes=1, num_steps=4, generator=torch.Generator().manual_seed(3))
-    assert math.isnan(one.moment(1).stderr)
+    single = one.moment(1)
+    assert math.isnan(single.stderr)
+    assert (single.value, single.samples, single.num_matvecs) == (float(one.probe_moments(1)[0]), 1, 4)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_the_plotted_curve_is_the_documented_grid_and_density(log: bool) -> None:
+    from landscape.spectral_density import plot_spectral_density
+
+    density = spectral_density(lambda x: A @ x, N, num_probes=2, num_steps=N, generator=torch.Generator().manual_seed(5))
+    lo, hi = float(density.nodes.min()), float(density.nodes.max())
+    sigma = 0.01 * (hi - lo)  # the documented default
+    ax = plot_spectral_density(density, log=log, label="A")
+    (line,) = ax.lines
+    x, y = line.get_xdata(), line.get_ydata()
+    assert len(x) == 1000 and line.get_label() == "A"
+    assert x[0] == pytest.approx(lo - 5 * sigma, rel=1e-12) and x[-1] == pytest.approx(hi + 5 * sigma, rel=1e-12)
+    expected = density.density(torch.as_tensor(x), sigma).numpy()
+    if log:
+        assert ax.get_yscale() == "log"
+        expected[expected <= 0] = float("nan")
+    torch.testing.assert_close(torch.as_tensor(y), torch.as_tensor(expected), rtol=1e-12, atol=0, equal_nan=True)
+    if log:  # with a narrow sigma the density underflows to 0 between nodes: those points are left out
+        far = plot_spectral_density(density, sigma=1e-3, log=True, num_points=50).lines[0]
+        raw = density.density(torch.as_tensor(far.get_xdata()), 1e-3)
+        assert (raw == 0).any() and (raw > 0).any()
+        masked = torch.where(raw > 0, raw, torch.tensor(float("nan"), dtype=raw.dtype))
+        torch.testing.assert_close(torch.as_tensor(far.get_ydata()), masked, rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_the_plot_sigma_of_a_single_node_and_bad_sigmas() -> None:
+    from landscape.spectral_density import plot_spectral_density
+
+    one_point = spectral_density(lambda x: 250.0 * x, N, num_probes=1, num_steps=1,
+                                 generator=torch.Generator().manual_seed(0))
+    x = plot_spectral_density(one_point, log=False, num_points=3).lines[0].get_xdata()
+    sigma = 1e-3 * 250.0  # 1e-3 of max(1, |theta|)
+    assert x.tolist() == pytest.approx([250.0 - 5 * sigma, 250.0, 250.0 + 5 * sigma], rel=1e-12)
+    x = plot_spectral_density(spectral_density(lambda x: 0.5 * x, N, num_probes=1, num_steps=1,
+                                               generator=torch.Generator().manual_seed(0)),
+                              log=False, num_points=3).lines[0].get_xdata()
+    assert x.tolist() == pytest.approx([0.5 - 5e-3, 0.5, 0.5 + 5e-3], rel=1e-12)  # max(1, 0.5) = 1
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="sigma must be a positive finite float"):
+            plot_spectral_density(one_point, sigma=bad)
