@@ -389,3 +389,10 @@ def test_agem_helpers_reject_mismatched_shapes() -> None:
         agem_project(torch.zeros(2, 2), torch.zeros(2, 2))
     with pytest.raises(ValueError, match=r"1-D tensor of the 18 trainable .* got shape \(5,\)"):
         assign_flat_grad(_Affine(0), torch.zeros(5, dtype=torch.float64))
+
+
+def test_episodic_memory_counts_rows_not_feature_columns() -> None:
+    memory = EpisodicMemory(per_class=3)  # rows per class (3 and 1) differ from the D_Z + 4 columns
+    x = torch.randn(5, D_Z + 4, generator=torch.Generator().manual_seed(0))
+    memory.add(x, torch.tensor([0, 0, 0, 0, 1]), torch.Generator().manual_seed(1))
+    assert memory.counts() == {0: 3, 1: 1} and len(memory) == 4
