@@ -107,7 +107,7 @@ def main() -> int:
               f"{total['not checked']:>10}{(total['killed'] + total['timeout']) / checked:>8.3f}")
     if args.survivors:
         rows = list(survivors(args.mutants))
-        by = Counter((name.split(".x")[0], category) for name, category, _ in rows)
+        by = Counter((re.split(r"\.x(?:_|\u01c1)", name)[0], category) for name, category, _ in rows)
         print("\nsurvivors by module and category:")
         for (module, category), count in sorted(by.items()):
             print(f"  {module:<38}{category:<14}{count:>5}")

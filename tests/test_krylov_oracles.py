@@ -205,3 +205,23 @@ def test_the_plot_sigma_of_a_single_node_and_bad_sigmas() -> None:
     for bad in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match="sigma must be a positive finite float"):
             plot_spectral_density(one_point, sigma=bad)
+
+
+def test_top_eigenvalues_tol_bounds_are_the_documented_ones() -> None:
+    eps = torch.finfo(torch.float64).eps
+    for tol in (1.0, 2.0, 9 * eps, 0.0):
+        with pytest.raises(ValueError, match=r"must lie in \[10 \* eps"):
+            lanczos_top_eigenvalues(lambda x: A @ x, N, 1, tol=tol, start=START)
+    assert lanczos_top_eigenvalues(lambda x: A @ x, N, 1, tol=10 * eps, start=START).converged
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_the_default_step_cap_is_100_plus_20_k(k: int) -> None:
+    """A top eigenvalue inside a dense uniform spectrum cannot reach 1e-14 in 100 + 20 k steps:
+    the run stops at the cap and says it did not converge."""
+    n = 600
+    values = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+    res = lanczos_top_eigenvalues(lambda x: values * x, n, k, tol=1e-14,
+                                  generator=torch.Generator().manual_seed(0))
+    assert not res.converged
+    assert res.num_matvecs == 100 + 20 * k
