@@ -225,3 +225,14 @@ def test_the_default_step_cap_is_100_plus_20_k(k: int) -> None:
                                   generator=torch.Generator().manual_seed(0))
     assert not res.converged
     assert res.num_matvecs == 100 + 20 * k
+
+
+def test_certified_results_carry_their_error_estimates() -> None:
+    """certify=True returns through its own path: its error estimates are the Kato-Temple
+    estimates of its Ritz pairs, at most the residuals, and bound the true errors here."""
+    res = lanczos_top_eigenvalues(lambda x: A @ x, N, 3, tol=1e-6, start=START, certify=True)
+    exact = torch.linalg.eigvalsh(A).flip(0)[:3]
+    assert res.converged and res.error_estimates.shape == (3,)
+    assert (res.error_estimates <= res.residuals + 1e-300).all()
+    assert ((res.eigenvalues - exact).abs() <= res.residuals + 1e-9).all()
+    torch.testing.assert_close(res.eigenvalues, exact, rtol=1e-6, atol=0)
