@@ -396,3 +396,26 @@ def test_episodic_memory_counts_rows_not_feature_columns() -> None:
     x = torch.randn(5, D_Z + 4, generator=torch.Generator().manual_seed(0))
     memory.add(x, torch.tensor([0, 0, 0, 0, 1]), torch.Generator().manual_seed(1))
     assert memory.counts() == {0: 3, 1: 1} and len(memory) == 4
+
+
+def test_episodic_memory_fills_a_last_free_slot_and_moves_on_past_a_full_class() -> None:
+    memory = EpisodicMemory(per_class=3)
+    g = torch.Generator().manual_seed(0)
+    memory.add(torch.randn(2, D_Z, generator=g), torch.tensor([0, 0]), g)  # class 0: one slot left
+    memory.add(torch.randn(5, D_Z, generator=g), torch.tensor([0, 0, 1, 1, 1]), g)
+    assert memory.counts() == {0: 3, 1: 3}
+    memory.add(torch.randn(3, D_Z, generator=g), torch.tensor([0, 2, 2]), g)  # 0 full: 2 still added
+    assert memory.counts() == {0: 3, 1: 3, 2: 2}
+
+
+def test_method_sizes_accept_one() -> None:
+    from analysis.czsl.parameters import check_positive_int
+
+    check_positive_int(1, "per_class")  # the smallest valid value
+    with pytest.raises(ValueError, match="per_class must be an int >= 1, got 0"):
+        check_positive_int(0, "per_class")
+
+
+def test_episodic_memory_refuses_labels_that_are_not_1d() -> None:
+    with pytest.raises(ValueError, match=r"expected features \[n, d_z\] and labels \[n\]"):
+        EpisodicMemory(per_class=2).add(torch.zeros(2, D_Z), torch.zeros(2, 1, dtype=torch.int64))

@@ -364,3 +364,23 @@ def test_seen_calibration_lowers_seen_scores_of_either_sign():
     assert int(calibrated_predictions(positive, seen, 0.97)[0]) == 0  # 0.97 > 0.96: s * logit exactly
     # s > 1 raises seen scores of either sign
     assert int(calibrated_predictions(torch.tensor([[-1.0, -0.98]]), seen, 1.05)[0]) == 0
+
+
+def test_calibration_of_positive_logits_below_one_multiplies():
+    """0 < logit < 1 is non-negative: s * logit (not logit / s)."""
+    seen = torch.tensor([0])
+    small = torch.tensor([[0.5, 0.48]])  # 0.95 * 0.5 = 0.475 < 0.48; 0.5 / 0.95 = 0.526 would keep class 0
+    assert int(calibrated_predictions(small, seen, 0.95)[0]) == 1
+    assert int(calibrated_predictions(small, seen, 1.0)[0]) == 0
+
+
+def test_gzsl_calibrates_the_unseen_test_split_too():
+    """The calibration factor acts on both test splits: here it moves one unseen image from a
+    seen class to its own, U goes from 0 to 1 (and S stays 1)."""
+    seen = torch.tensor([0])
+    logits_s, labels_s = torch.tensor([[2.0, 1.0]]), torch.tensor([0])
+    logits_u, labels_u = torch.tensor([[1.0, 0.96]]), torch.tensor([1])
+    plain = gzsl_accuracies(logits_s, labels_s, logits_u, labels_u, seen)
+    calibrated = gzsl_accuracies(logits_s, labels_s, logits_u, labels_u, seen, seen_logit_scale=0.95)
+    assert (plain.seen, plain.unseen) == (1.0, 0.0)
+    assert (calibrated.seen, calibrated.unseen) == (1.0, 1.0)
