@@ -145,3 +145,31 @@ def test_gradient_flows_through_batch_statistics():
 def test_errors_name_the_value(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_notebook_mode_uses_the_unbiased_variance_without_a_square_root_in_both_modes() -> None:
+    """The authors' notebook quirk, by hand: (h - mean) / (var_unbiased + eps), in training
+    (batch statistics) and in eval (running statistics) alike."""
+    from analysis.class_standardization import ClassStandardization, class_standardize
+
+    h = torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 1.0]], dtype=torch.float64)
+    mean = h.mean(0, keepdim=True)
+    var_unbiased = ((h - mean) ** 2).sum(0, keepdim=True) / 2
+    eps = 1e-5
+    torch.testing.assert_close(class_standardize(h, eps=eps, mode="notebook"), (h - mean) / (var_unbiased + eps),
+                               rtol=1e-14, atol=0)
+    layer = ClassStandardization(2, eps=eps, momentum=1.0, mode="notebook").double()
+    layer.train()
+    layer(h)  # momentum 1: the running statistics become this batch's
+    layer.eval()
+    torch.testing.assert_close(layer(h), (h - mean) / (var_unbiased + eps), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0])
+def test_momentum_bounds_are_inclusive(momentum: float) -> None:
+    from analysis.class_standardization import ClassStandardization
+
+    assert ClassStandardization(3, momentum=momentum).momentum == momentum
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\]"):
+            ClassStandardization(3, momentum=bad)

@@ -63,3 +63,33 @@ def test_every_trace_estimator_reports_its_samples_and_cost() -> None:
     moment = density.moment(1)
     assert isinstance(moment, Estimate) and moment.samples == 3
     assert moment.value == pytest.approx(float(a.trace()) / 30, abs=6 * moment.stderr)
+
+
+def test_variance_estimate_edges() -> None:
+    two = variance_estimate(torch.tensor([1.0, 3.0]))  # the least sample with a variance
+    assert (two.value, two.samples) == (2.0, 2)
+    known = variance_estimate(torch.tensor([1.0, 3.0, 4.0]), mean=2.0)  # mean((x - 2)^2) = (1 + 1 + 4) / 3
+    assert known.value == pytest.approx(2.0, rel=1e-15) and known.samples == 3
+    with pytest.raises(ValueError, match="need at least 2 samples for a variance, got 1"):
+        variance_estimate(torch.tensor([1.0]))
+
+
+def test_check_verdicts_z_and_bounds_by_hand() -> None:
+    from variance.estimate import check
+
+    est = Estimate(10.0, 0.5, 100)
+    row = check("V1", "setting", 8.0, est)  # diff 2 = 4 stderr: on the boundary, k = 4 by default
+    assert (row.claim, row.setting, row.predicted, row.measured, row.stderr) == ("V1", "setting", 8.0, 10.0, 0.5)
+    assert (row.z, row.k, row.bias_bound, row.verdict, row.passed) == (4.0, 4.0, 0.0, "pass", True)
+    assert check("V1", "s", 7.9, est).verdict == "fail"  # 4.2 stderr
+    assert check("V1", "s", 7.9, est, bias_bound=0.1).verdict == "pass"  # 4 stderr + 0.1
+    assert check("V1", "s", 7.0, est, k=0.5, bias_bound=2.75).verdict == "pass"  # 0.25 + 2.75 = 3
+    assert check("V1", "s", 7.0, est, k=0.5, bias_bound=2.7).verdict == "fail"
+    exact = Estimate(3.0, 0.0, 1)  # a deterministic measurement: z is 0 or +-inf
+    assert check("V5", "s", 3.0, exact).z == 0.0 and check("V5", "s", 3.0, exact).passed
+    assert check("V5", "s", 2.0, exact).z == math.inf and not check("V5", "s", 2.0, exact).passed
+    assert check("V5", "s", 4.0, exact).z == -math.inf
+    assert check("V5", "s", 2.0, exact, bias_bound=1.0).passed
+    for k, bias in ((0.0, 0.0), (-1.0, 0.0), (4.0, -0.1)):
+        with pytest.raises(ValueError, match=f"need k > 0 and bias_bound >= 0, got k={k}, bias_bound={bias}"):
+            check("V1", "s", 8.0, est, k=k, bias_bound=bias)
