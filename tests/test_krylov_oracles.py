@@ -236,3 +236,10 @@ def test_certified_results_carry_their_error_estimates() -> None:
     assert (res.error_estimates <= res.residuals + 1e-300).all()
     assert ((res.eigenvalues - exact).abs() <= res.residuals + 1e-9).all()
     torch.testing.assert_close(res.eigenvalues, exact, rtol=1e-6, atol=0)
+
+
+def test_max_steps_may_equal_k() -> None:
+    res = lanczos_top_eigenvalues(lambda x: A @ x, N, 3, max_steps=3, start=START)
+    assert res.num_matvecs == 3 and res.eigenvalues.shape == (3,)
+    with pytest.raises(ValueError, match="max_steps=2 is smaller than k=3; use max_steps >= k"):
+        lanczos_top_eigenvalues(lambda x: A @ x, N, 3, max_steps=2, start=START)
