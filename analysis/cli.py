@@ -116,8 +116,8 @@ def _train(args: argparse.Namespace) -> int:
     except OSError as err:
         if not reported:
             raise
-        print(f"cnzsl: error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}; nothing was "
-              f"written to {run.out}: the metrics printed above are this run's results", file=sys.stderr)
+        print(f"cnzsl: error: {_os_error_text(err)}; nothing was written to {run.out}: the metrics printed "
+              "above are this run's results", file=sys.stderr)
         return 2
     models = ", model.pt" if run.seeds is None else f", model-seed<S>.pt x {len(run.seeds)}"
     print(f"wrote {run.out}/results.json, config.json, environment.json" + (models if run.save_model else "")
@@ -217,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_text(err: OSError) -> str:
+    """``"No space left on device: PATH"``: the system's reason and the file, without errno noise."""
+    return f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}"
+
+
 class Terminated(Exception):
     """SIGTERM arrived: raised in the main thread so that every ``with`` block unwinds."""
 
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnzsl: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the file system refused (permissions, a file in the way, disk full)
-        print(f"cnzsl: error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
+        print(f"cnzsl: error: {_os_error_text(err)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as err:
         name, status = ("SIGTERM", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("Ctrl-C", 130)
