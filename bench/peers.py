@@ -114,6 +114,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import f as f_distribution
 from torch import Tensor, nn
 
 import analysis
@@ -650,6 +651,55 @@ def trace_table(rows: list[dict], m: int, seeds: int) -> str:
     return "\n".join(lines)
 
 
+def rms_ratio_interval(rms_a: float, n_a: int, rms_b: float, n_b: int, level: float = 0.95
+                       ) -> tuple[float, float, float]:
+    """``rms_a / rms_b`` and a ``level`` confidence interval for the ratio of the true RMS errors.
+
+    Assumes each method's errors ``e = estimate - truth`` are independent draws of
+    N(0, sigma^2) (an unbiased estimator; a Hutchinson mean of 30 probes is close to normal),
+    so ``rms^2 / sigma^2 ~ chi^2_n / n`` and ``(rms_a / rms_b)^2 / (sigma_a / sigma_b)^2 ~
+    F(n_a, n_b)``:
+
+        sigma_a / sigma_b  in  [ r / sqrt(F_{1-alpha/2}(n_a, n_b)),  r / sqrt(F_{alpha/2}(n_a, n_b)) ].
+
+    With 10 seeds each the 95 % interval of two equally accurate methods is about
+    [0.52, 1.93]: 10 seeds cannot rank estimators whose RMS errors differ by less than 2x.
+    """
+    if min(n_a, n_b) < 1 or not rms_b > 0 or not 0 < level < 1:
+        raise ValueError(f"need n >= 1 seeds, rms_b > 0 and level in (0, 1); got n_a={n_a}, n_b={n_b}, "
+                         f"rms_b={rms_b}, level={level}")
+    ratio = rms_a / rms_b
+    alpha = 1 - level
+    return (ratio, ratio / math.sqrt(f_distribution.ppf(1 - alpha / 2, n_a, n_b)),
+            ratio / math.sqrt(f_distribution.ppf(alpha / 2, n_a, n_b)))
+
+
+def trace_verdict(rows: list[dict], seeds: int) -> str:
+    """Our most accurate trace row against the most accurate peer row, with the F interval
+    of :func:`rms_ratio_interval`; "at least as accurate" fails only when the whole interval
+    lies above 1 (ours significantly less accurate)."""
+    done = [r for r in rows if not r.get("skipped")]
+    ours = [r for r in done if r["method"].startswith("ours")]
+    theirs = [r for r in done if not r["method"].startswith("ours")]
+    if not ours or not theirs:
+        return "No verdict: it needs one of our trace rows and one peer row."
+    a = min(ours, key=lambda r: r["rms_rel_error"])
+    b = min(theirs, key=lambda r: r["rms_rel_error"])
+    ratio, low, high = rms_ratio_interval(a["rms_rel_error"], seeds, b["rms_rel_error"], seeds)
+    if low > 1:
+        word = "ours is LESS accurate (the whole interval lies above 1)"
+    elif high < 1:
+        word = "ours is more accurate (the whole interval lies below 1)"
+    else:
+        word = "the seeds cannot tell the two apart (the interval contains 1): at least as accurate"
+    calibration = ("" if a["mean_rel_stderr"] is None else
+                   f"; its mean reported stderr / RMS error = {a['mean_rel_stderr'] / a['rms_rel_error']:.2f}")
+    return (f"Verdict: our most accurate row ({a['method']}, RMS {a['rms_rel_error']:.3g}) against the most "
+            f"accurate peer row ({b['method']}, RMS {b['rms_rel_error']:.3g}): ratio {ratio:.2f}, 95 % interval "
+            f"[{low:.2f}, {high:.2f}] for the ratio of true RMS errors over {seeds} seeds each (F test, "
+            f"unbiased Gaussian errors; the truth's own error is ignored): {word}{calibration}.")
+
+
 def _identical_estimates(rows: list[dict], rtol: float = 1e-5) -> list[list[str]]:
     """Groups of trace rows whose estimates agree to ``rtol`` (float32 rounding) for every seed."""
     groups: list[tuple[list[float], list[str]]] = []
@@ -820,6 +870,7 @@ def main(config: PeersConfig) -> int:
     print(trace_table(trace_rows, config.trace_matvecs, config.trace_seeds))
     print(f"\nAn RMS over {config.trace_seeds} seeds has a relative sampling error of about "
           f"1/sqrt(2 · {config.trace_seeds}) = {1 / math.sqrt(2 * config.trace_seeds):.0%}.")
+    print(trace_verdict(trace_rows, config.trace_seeds))
     for group in _identical_estimates(trace_rows):
         print(f"Same estimates to 1e-5 for every seed (the same probes drawn from the same seed): "
               f"{' = '.join(group)}.")
