@@ -1,0 +1,114 @@
+"""The realism card of the synthetic default: does it show the seen bias of real features?
+
+For each preset, train the reference model with the paper's recipe (``analysis.training``,
+what ``cnzsl train`` runs) on the synthetic data of ``analysis.synthetic`` and print, as the
+mean over seeds (``analysis.experiment.mean_std``):
+
+    cos_s, cos_u   mean cosine of the test images (seen-test and unseen-test together) to
+                   the seen and to the unseen prototypes, eval mode (logits / gamma^2)
+    ZSL-U          unseen-test images among the unseen classes only
+    S_only         seen-test images among the seen classes only (the AUSUC bound's S_max)
+    U, S, H        GZSL with the seen-logit factor 0.95 and with 1.0 (every preset: the
+                   authors' 1.0 on CUB is not used here, so the two factors compare)
+    U/ZSL          GZSL-U (factor 0.95) over ZSL-U: the share of unseen images not taken
+                   for a seen class
+    AUSUC, ratio   AUSUC and AUSUC / (S_only x ZSL-U), the bound it would reach with no
+                   seen-unseen confusion
+
+All metrics come from :mod:`analysis.metrics` and :mod:`analysis.evaluation`.  With
+``--rows mlp,mlp+eq9,cn`` the ablation rows are trained too (H with factor 0.95).
+
+    OMP_NUM_THREADS=1 python bench/realism.py --presets AWA1,CUB --epochs 50 --seeds 1,2,3
+    python bench/realism.py --legacy ...     # the generator before the seen-bias mechanism
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from analysis.evaluation import class_logits, evaluate  # noqa: E402
+from analysis.experiment import mean_std  # noqa: E402
+from analysis.metrics import zsl_accuracy  # noqa: E402
+from analysis.model import preset_config  # noqa: E402
+from analysis.normalization import normalize_attributes  # noqa: E402
+from analysis.synthetic import SYNTHETIC_PRESETS, SyntheticSpec, make_synthetic, synthetic_spec  # noqa: E402
+from analysis.training import TrainConfig, train_model  # noqa: E402
+
+FACTORS = (0.95, 1.0)
+
+
+def measure(data, row: str, config: TrainConfig) -> dict[str, float]:
+    """Train ``row`` on ``data`` with ``config``; the card's statistics in percent (cosines as is)."""
+    model, _ = train_model(preset_config(row, data.attribute_dim, data.feature_dim), data, config)
+    out: dict[str, float] = {}
+    for factor in FACTORS:
+        e = evaluate(model, data, attribute_norm=config.attribute_norm, seen_logit_scale=factor).percent()
+        tag = f"{factor:g}"
+        out.update({f"U@{tag}": e["gzsl_unseen"], f"S@{tag}": e["gzsl_seen"], f"H@{tag}": e["gzsl_harmonic"]})
+        out["ZSL-U"], out["AUSUC"] = e["zsl_unseen"], e["ausuc"]
+    attributes = normalize_attributes(data.attributes, config.attribute_norm)
+    tests = torch.cat([data.test_seen, data.test_unseen])
+    cos = class_logits(model, data.features[tests], attributes) / model.config.gamma ** 2  # [n, C]
+    out["cos_s"] = float(cos[:, data.seen_classes].mean())
+    out["cos_u"] = float(cos[:, data.unseen_classes].mean())
+    logits_s = class_logits(model, data.features[data.test_seen], attributes)
+    out["S_only"] = 100.0 * zsl_accuracy(logits_s, data.labels[data.test_seen], data.seen_classes)
+    out["U/ZSL"] = out["U@0.95"] / max(out["ZSL-U"], 1e-12)
+    out["ratio"] = 100.0 * out["AUSUC"] / max(out["S_only"] * out["ZSL-U"], 1e-12)
+    return out
+
+
+COLUMNS = ("cos_s", "cos_u", "ZSL-U", "S_only", "U@0.95", "S@0.95", "H@0.95", "U@1", "S@1", "H@1",
+           "U/ZSL", "AUSUC", "ratio")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default=",".join(SYNTHETIC_PRESETS), help="comma-separated synthetic presets")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--seeds", default="1", help="comma-separated training seeds")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generator")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--rows", default="cn", help="ablation rows (analysis.model.PRESETS), e.g. mlp,mlp+eq9,cn")
+    p.add_argument("--legacy", action="store_true",
+                   help="the generator before the seen-bias mechanism: SyntheticSpec's field defaults for every knob")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a SyntheticSpec field (repeatable), e.g. --set noise=2")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    overrides: dict[str, float] = {}
+    if args.legacy:
+        fields = SyntheticSpec.__dataclass_fields__
+        overrides.update({k: fields[k].default for k in SyntheticSpec("x", 2, 1, 1, 2, 0, 0).generator_knobs()})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = float(value)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    print(f"epochs {args.epochs} · seeds {','.join(map(str, seeds))} · data seed {args.data_seed}"
+          + (" · legacy generator" if args.legacy else "") + (f" · overrides {overrides}" if args.set else "") + " · means over seeds")
+    print(f"{'preset':<6}{'row':<9}" + "".join(f"{c:>8}" for c in COLUMNS))
+    for name in args.presets.split(","):
+        t0 = time.perf_counter()
+        data = make_synthetic(synthetic_spec(name, **overrides), seed=args.data_seed)
+        generated = time.perf_counter() - t0
+        for row in args.rows.split(","):
+            runs = [measure(data, row, TrainConfig(epochs=args.epochs, seed=s, device=args.device,
+                                                             progress=False))
+                    for s in seeds]
+            means = {c: mean_std([r[c] for r in runs])[0] for c in COLUMNS}
+            cells = "".join(f"{means[c]:8.3f}" if c.startswith(("cos", "U/", "ratio")) else f"{means[c]:8.1f}"
+                            for c in COLUMNS)
+            print(f"{name:<6}{row:<9}{cells}   ({time.perf_counter() - t0:.0f} s, data {generated:.1f} s)",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
