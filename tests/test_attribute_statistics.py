@@ -281,3 +281,31 @@ def test_real_attributes_are_not_gaussian_and_correlated(name):
     # PAPER.md V3: normality rejected per attribute; median |corr| about 0.09-0.17.
     assert summary["rejected_fraction"] > 0.5
     assert 0.05 <= summary["abs_corr_median"] <= 0.30
+
+
+def test_histogram_defaults_and_a_single_bin():
+    """Defaults 50 bins over (-4, 4); one bin (documented ``>= 1``) counts everything in range."""
+    stats = attribute_statistics(_skewed(30, 4, seed=12))
+    counts, edges = stats.histogram()
+    assert counts.shape == (50,) and edges[0] == -4.0 and edges[-1] == 4.0
+    one, one_edges = stats.histogram(bins=1, range=(-100, 100))
+    assert one.tolist() == [30 * 4] and one_edges.tolist() == [-100.0, 100.0]
+
+
+def test_format_attribute_table_exact_layout():
+    """The header's exact words, two spaces between columns, the name column left-aligned
+    (an empty name keeps its padding), numbers right-aligned; ``constant_attributes`` is not
+    required.  Widths by hand: 9 ("long-name"), 7, 10, 20 (header), 27 (p-values), 8, 22 (header)."""
+    row = {"num_classes": 50, "num_attributes": 85, "chi2_median": 12.34, "chi2_q1": 1.0, "chi2_q3": 100.0,
+           "pvalue_median": 1e-5, "pvalue_q1": 1e-100, "pvalue_q3": 0.5, "rejected_fraction": 0.25,
+           "abs_corr_median": 0.1234, "abs_corr_q1": 0.05, "abs_corr_q3": 0.5}
+    lines = format_attribute_table({"a": row, "long-name": row, "": row}).splitlines()
+    gap = "  "
+    assert lines[0] == gap.join(["dataset  ", "classes", "attributes", "median chi2 [q1, q3]",
+                                 "    median p-value [q1, q3]", "rejected", "median |corr| [q1, q3]"])
+    assert lines[1] == gap.join("-" * w for w in (9, 7, 10, 20, 27, 8, 22))
+    numbers = gap.join(["     50", "        85", "   12.3 [1.0, 100.0]", "1.0e-05 [1.0e-100, 5.0e-01]",
+                        "    0.25", "  0.123 [0.050, 0.500]"])
+    assert lines[2] == "a        " + gap + numbers
+    assert lines[3] == "long-name" + gap + numbers
+    assert lines[4] == " " * 9 + gap + numbers

@@ -359,3 +359,61 @@ def test_errors():
         VarianceRecorder(every=0)
     with pytest.raises(ValueError, match=r"expected a \[K, d\] activation for 'x', got shape \(3,\)"):
         LayerStatistics.of("x", torch.ones(3))
+
+
+# -- the recorder passes its options through ----------------------------------------------
+
+def _step(model: nn.Module, step: int, seed: int = 0) -> "StepInfo":
+    from analysis.training import StepInfo
+
+    features = torch.rand(5, TINY_SPEC.feature_dim, generator=torch.Generator().manual_seed(seed))
+    return StepInfo(step=step, epoch=0, loss=torch.tensor(0.0), model=model, features=features,
+                    targets=torch.zeros(5, dtype=torch.int64), attributes=_attributes(seed=seed))
+
+
+@pytest.mark.parametrize("use_features", [True, False])
+def test_recorder_profiles_exactly_what_profile_layers_returns_for_its_options(use_features):
+    """layers, gamma, statistics and use_features reach profile_layers unchanged; the default
+    records every step."""
+    model = _cn_model()
+    model.train()
+    with torch.no_grad():  # running statistics far from the batch ones, so "running" differs from "batch"
+        for module in model.modules():
+            if isinstance(module, ClassStandardization):
+                module.running_mean.fill_(3.0)
+                module.running_var.fill_(0.25)
+    layers = ["embedder.1", "embedder.3"]
+    recorder = VarianceRecorder(layers=layers, gamma=2.5, statistics="running", use_features=use_features)
+    for step in range(3):
+        recorder(_step(model, step, seed=step))
+    assert recorder.steps.tolist() == [0, 1, 2]
+    info = _step(model, 2, seed=2)
+    expected = profile_layers(model, info.attributes, info.features if use_features else None, layers=layers,
+                              gamma=2.5, statistics="running")
+    got = recorder.records[-1][2]
+    assert list(got) == list(expected)
+    assert ("logits_ns" in got) is use_features
+    for name in expected:
+        assert got[name] == expected[name], name
+    if use_features:  # logits_ns = gamma^2 cos: gamma 2.5 scales their second moment by 2.5^4 against gamma 1
+        unit = profile_layers(model, info.attributes, info.features, layers=layers, gamma=1.0,
+                              statistics="running")
+        assert got["logits_ns"].second_moment == pytest.approx(2.5 ** 4 * unit["logits_ns"].second_moment, rel=1e-6)
+    batch = profile_layers(model, info.attributes, None, layers=layers, statistics="batch")
+    assert got["embedder.3"] != batch["embedder.3"]  # the statistics option mattered
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, "2"])
+def test_recorder_refuses_every_that_is_not_a_positive_integer(every):
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        VarianceRecorder(every=every)
+
+
+def test_recorder_arrays_are_nan_where_a_layer_is_absent():
+    recorder = VarianceRecorder()
+    a = LayerStatistics(name="a", shape=(2, 3), mean=1.0, class_variance=2.0, second_moment=3.0, norm_sq=4.0)
+    b = LayerStatistics(name="b", shape=(2, 3), mean=5.0, class_variance=6.0, second_moment=7.0, norm_sq=8.0)
+    recorder.records += [(0, 0, {"a": a}), (1, 0, {"a": a, "b": b})]
+    arrays = recorder.as_arrays()
+    assert arrays["a"]["norm_sq"].dtype == np.float64 and arrays["a"]["norm_sq"].tolist() == [4.0, 4.0]
+    assert np.isnan(arrays["b"]["mean"][0]) and arrays["b"]["mean"][1] == 5.0

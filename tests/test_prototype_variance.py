@@ -206,3 +206,34 @@ def test_drawing_leaves_no_thread_behind():
 
     draw_embedder(EmbedderConfig(5, 6, hidden_dims=(4,)), 3, generator=_gen(0))
     assert not [t for t in threading.enumerate() if t.name.startswith("variance-draw")]
+
+
+@pytest.mark.parametrize("claim", ["v2", "v3", "v4"])
+def test_checks_measure_with_the_features_generator_and_inits_they_are_given(claim):
+    """Each check's rows are the moments ``measure_prototype_moments`` returns for the same
+    features, generator seed and number of inits (so none of them is dropped on the way),
+    with the documented defaults: 1000 inits, k = 4, and the setting named after the check."""
+    g = _gen(11)
+    att = _attributes("nonnegative", 6, 5, g).float()
+    z = torch.rand(7, 8, generator=g)
+    cfg = {"v2": EmbedderConfig(5, 8, hidden_dims=(), cn_layers=(), bias=False),
+           "v3": EmbedderConfig(5, 8, hidden_dims=(6,), cn_layers=(), bias=False),
+           "v4": EmbedderConfig(5, 8, hidden_dims=(6,), bias=False)}[claim]
+    run = {"v2": check_v2, "v3": check_v3, "v4": check_v4}[claim]
+    setting = {"v2": "linear", "v3": "depth 1, no CN", "v4": "depth 1, CN"}[claim]
+    for num_inits, kwargs in ((40, {"num_inits": 40}), (1000, {})):
+        rows = run(cfg, att, z, generator=_gen(3), **kwargs)
+        moments = measure_prototype_moments(cfg, att, z, num_inits=num_inits, generator=_gen(3))
+        assert [r.setting for r in rows] == [f"Var[p] {setting}", f"Var[<z,p>] {setting}"]
+        assert rows[0].measured == moments.prototype.value and rows[0].stderr == moments.prototype.stderr
+        assert rows[1].measured == moments.logit.value and rows[1].stderr == moments.logit.stderr
+        assert all(r.k == 4.0 for r in rows)
+    assert run(cfg, att, generator=_gen(3), num_inits=40, k=2.5, setting="mine")[0].setting == "Var[p] mine"
+    assert [r.k for r in run(cfg, att, generator=_gen(3), num_inits=40, k=2.5)] == [2.5]  # no features: one row
+
+
+@pytest.mark.parametrize("n_a", [0.0, 0.5])
+def test_hidden_norm_recursion_accepts_every_non_negative_attribute_norm(n_a):
+    cfg = EmbedderConfig(4, 6, hidden_dims=(3,), cn_layers=(), hidden_init="pytorch", bias=False)
+    assert predicted_hidden_norm_sq(cfg, n_a) == pytest.approx(n_a * 3 * weight_variance("pytorch", 4, 3) / 2,
+                                                               abs=0.0, rel=1e-15)
