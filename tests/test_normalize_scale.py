@@ -226,3 +226,26 @@ def test_bad_rows():
         estimate_cosine_variance_of(torch.ones(3, 4), torch.ones(0, 4), generator=gen)
     with pytest.raises(ValueError, match=r"num_pairs must be an int >= 2"):
         estimate_cosine_variance_of(torch.ones(3, 4), num_pairs=0, generator=gen)
+
+
+def test_cosine_variance_of_given_rows_follows_its_generator_and_default_pair_count():
+    """The generator is the only source of the pairs (same seed: same estimate; another seed:
+    another); 20 000 pairs by default; the ratio to isotropic keeps the sample count."""
+    x = torch.rand(50, 8, generator=_generator(3))
+    a = estimate_cosine_variance_of(x, generator=_generator(5))
+    assert a == estimate_cosine_variance_of(x, generator=_generator(5))
+    assert a.variance.value != estimate_cosine_variance_of(x, generator=_generator(6)).variance.value
+    assert a.variance.samples == 20_000
+    ratio = a.ratio_to_isotropic()
+    assert (ratio.value, ratio.stderr, ratio.samples) == (8 * a.variance.value, 8 * a.variance.stderr, 20_000)
+
+
+def test_cosine_variance_of_two_rows_and_bad_prototype_shapes():
+    """Two rows are enough for pairs of distinct rows (every pair is (0, 1) or (1, 0): the
+    cosine is constant and its variance 0); 3-D prototypes are refused even when their second
+    axis matches the width."""
+    two = estimate_cosine_variance_of(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), num_pairs=10,
+                                      generator=_generator(0))
+    assert two.variance.value == pytest.approx(0.0, abs=1e-30)
+    with pytest.raises(ValueError, match=r"expected features \[N, d\] and prototypes \[M, d\]"):
+        estimate_cosine_variance_of(torch.ones(5, 3), torch.ones(2, 3, 4), generator=_generator(0))

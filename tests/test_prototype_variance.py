@@ -237,3 +237,15 @@ def test_hidden_norm_recursion_accepts_every_non_negative_attribute_norm(n_a):
     cfg = EmbedderConfig(4, 6, hidden_dims=(3,), cn_layers=(), hidden_init="pytorch", bias=False)
     assert predicted_hidden_norm_sq(cfg, n_a) == pytest.approx(n_a * 3 * weight_variance("pytorch", 4, 3) / 2,
                                                                abs=0.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.5])
+def test_v4_bias_bound_is_the_final_weight_variance_times_the_standardization_gap_at_its_eps(eps):
+    """``bias_bound = s_V^2 max_init sum_j eps / (v_j + eps)`` for the eps passed (0 at eps 0)."""
+    att = _attributes("nonnegative", 6, 5, _gen(2)).float()
+    cfg = EmbedderConfig(5, 8, hidden_dims=(6,), bias=False)
+    rows = check_v4(cfg, att, num_inits=30, eps=eps, generator=_gen(9))
+    moments = measure_prototype_moments(cfg, att, num_inits=30, eps=eps, generator=_gen(9))
+    s_v2, _ = final_layer_variances(cfg)
+    assert rows[0].bias_bound == s_v2 * moments.standardization_gap
+    assert (rows[0].bias_bound == 0.0) is (eps == 0.0)

@@ -152,3 +152,23 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"columns \[1\] of h are constant"):
         v5_round_off_bound(constant, eps=0.0)
     assert all(row.passed for row in check_v5(constant, h, eps=1e-5))  # eps > 0: defined, and exact
+
+
+def test_v5_rows_measure_each_column_in_its_own_scale_and_default_to_eps_0():
+    """Row 1 divides column j's deviation by ||g_j|| / tau_j: a gradient formula off by
+    delta ||g_j|| / tau_j in one entry of every column measures delta, whatever the
+    columns' very different scales.  The default eps is 0."""
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(6, 3, generator=gen, dtype=torch.float64) * torch.tensor([1e-2, 1.0, 1e2], dtype=torch.float64)
+    g = torch.randn(6, 3, generator=gen, dtype=torch.float64) * torch.tensor([1e3, 1.0, 1e-3], dtype=torch.float64)
+    tau = h.var(dim=0, unbiased=False).sqrt()
+    delta = 1e-3
+    off = torch.zeros_like(g)
+    off[2] = delta * g.norm(dim=0) / tau
+
+    def shifted(g_, h_, eps):
+        return predicted_standardization_gradient(g_, h_, eps) + off
+
+    row = check_v5(h, g, gradient_fn=shifted)[0]
+    assert row.measured == pytest.approx(delta, rel=1e-9)
+    assert "eps=0" in row.setting and not row.passed
