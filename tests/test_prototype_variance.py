@@ -249,3 +249,13 @@ def test_v4_bias_bound_is_the_final_weight_variance_times_the_standardization_ga
     s_v2, _ = final_layer_variances(cfg)
     assert rows[0].bias_bound == s_v2 * moments.standardization_gap
     assert (rows[0].bias_bound == 0.0) is (eps == 0.0)
+
+
+def test_predicted_variances_by_hand():
+    """P = s_V^2 n_h + s_b^2 and L = m_z P, with s_b^2 = 0 by default."""
+    from variance.prototype_variance import predicted_raw_logit_variance
+
+    assert predicted_prototype_variance(2.0, 3.0) == 6.0
+    assert predicted_prototype_variance(2.0, 3.0, 0.5) == 6.5
+    assert predicted_raw_logit_variance(2.0, 3.0, 5.0) == 30.0
+    assert predicted_raw_logit_variance(2.0, 3.0, 5.0, 0.5) == 32.5
