@@ -142,7 +142,13 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
     cn.add_argument("--both-cn", action="store_true", help="run every method without and with CN")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (tasks, weights, shuffles)")
     p.add_argument("--tasks", type=int, default=None, help="number of tasks (default: 10 on CUB, 15 on SUN)")
-    p.add_argument("--epochs-per-task", type=int, default=5, help="training epochs on each task")
+    p.add_argument("--protocol", default="toolkit", choices=("toolkit", "authors"),
+                   help="toolkit: task t's classes embedded, Adam, batch 256, 5 epochs per task (cheap); authors: "
+                        "the published numbers' protocol, every seen class embedded with the loss on task t, SGD "
+                        "lr 1e-3 momentum 0.9, batch 32, 10 epochs per task (analysis/czsl/protocol.py)")
+    p.add_argument("--epochs-per-task", type=int, default=None,
+                   help="training epochs on each task (default: the protocol's, 5 or 10)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the protocol's, 256 or 32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--out", type=str, required=True, help="output folder for czsl.json and czsl.png")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
@@ -185,13 +191,15 @@ def _czsl(args: argparse.Namespace) -> int:
         out=args.out, dataset=args.dataset, data_root=args.data_root, synthetic_features=args.synthetic_features,
         data_seed=args.data_seed, methods=methods,
         cn_settings=(False, True) if args.both_cn else ((False,) if args.no_cn else (True,)),
-        seeds=parse_seeds(args.seeds), num_tasks=args.tasks, epochs_per_task=args.epochs_per_task,
+        seeds=parse_seeds(args.seeds), num_tasks=args.tasks, protocol=args.protocol,
+        epochs_per_task=args.epochs_per_task, batch_size=args.batch_size,
         device=str(resolve_device(args.device)), overwrite=args.overwrite, progress=not args.no_progress,
     )
     result = run_czsl_experiment(exp)
     data = result["data"]
-    print(f"{data['name']} ({data['source']}) · seeds {args.seeds} · {args.epochs_per_task} epochs per task")
-    print(format_czsl_table(result["rows"]))
+    print(f"{data['name']} ({data['source']}) · seeds {args.seeds} · {exp.protocol} protocol · "
+          f"{exp.epochs_per_task} epochs per task of batches of {exp.batch_size}")
+    print(format_czsl_table(result["rows"], exp.protocol))
     print(f"wrote {exp.out}/czsl.json, czsl.png")
     return 0
 

@@ -57,14 +57,33 @@ def test_cli_writes_the_table_json_and_plot(tmp_path, capsys):
                "--tasks", "2", "--epochs-per-task", "1", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert rc == 0 and "mH" in printed and "forgetting" in printed
+    assert "toolkit protocol, its definitions: mUA and mAUC over t = 1..T-1" in printed
     rows = json.loads((out / "czsl.json").read_text())["rows"]
     assert {(r["method"], r["cn"]) for r in rows} == {("sequential", False), ("sequential", True),
                                                        ("agem", False), ("agem", True)}
     for r in rows:
-        assert set(r) >= {"mSA", "mUA", "mH", "mAUC", "mJA", "forgetting"}
+        assert set(r) >= {"mSA", "mUA", "mH", "mAUC", "mJA", "forgetting", "mUA_from_0", "mAUC_from_0",
+                          "forgetting_authors"}
     assert (out / "czsl.png").read_bytes()[:4] == b"\x89PNG"
     rc = main(["czsl", "--dataset", "CUB", "--seeds", "1", "--out", str(out)])
     assert rc == 2 and "already holds czsl.json" in capsys.readouterr().err
+
+
+def test_cli_runs_the_authors_protocol(tmp_path, capsys):
+    out = tmp_path / "czsl"
+    rc = main(["czsl", "--dataset", "CUB", "--method", "sequential", "--seeds", "1", "--tasks", "2",
+               "--protocol", "authors", "--epochs-per-task", "1", "--batch-size", "512", "--out", str(out),
+               "--no-progress"])  # 512: a few steps per task, the test is about the command
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "authors protocol · 1 epochs per task of batches of 512" in printed
+    assert "authors protocol, its definitions: mUA and mAUC over t = 0..T-1" in printed
+    (row,) = json.loads((out / "czsl.json").read_text())["rows"]
+    config = row["per_seed"][0]["config"]
+    assert (config["protocol"], config["optimizer"], config["momentum"], config["batch_size"],
+            config["epochs_per_task"]) == ("authors", "sgd", 0.9, 512, 1)
+    assert row["per_seed"][0]["before"]["task_accuracies"] == []
+    assert row["mUA_from_0"]["mean"] == row["per_seed"][0]["summary"]["mUA_from_0"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -81,7 +100,9 @@ def test_the_same_seed_gives_the_same_table(tmp_path, capsys):
     tables = []
     for name in ("a", "b"):
         assert main([*args, "--out", str(tmp_path / name)]) == 0
-        tables.append(capsys.readouterr().out.splitlines()[1:-1])  # without the "wrote ..." line
+        printed = capsys.readouterr().out
+        assert "toolkit protocol · 1 epochs per task of batches of 256" in printed  # the default protocol
+        tables.append(printed.splitlines()[1:-1])  # without the "wrote ..." line
         rows = json.loads((tmp_path / name / "czsl.json").read_text())["rows"]
         tables.append([{k: r[k] for k in ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting")} for r in rows])
     assert tables[0] == tables[2] and tables[1] == tables[3]

@@ -1,32 +1,49 @@
 """``cnzsl czsl`` as a typed function: methods x CN settings x seeds, table, JSON, plot.
 
 Writes into ``out``: ``czsl.json`` (config, environment, per method and CN setting: the
-mean and standard deviation over seeds of mSA, mUA, mH, mAUC, mJA and forgetting in
-percent, plus every seed's per-task evaluations) and ``czsl.png`` (seen and unseen
-accuracy after each task, mean over seeds, one line per method and CN setting).
+mean and standard deviation over seeds of every metric of
+:class:`analysis.czsl.metrics.CZSLSummary` in percent, under both definitions
+(``forgetting`` and ``forgetting_authors``, ``mUA`` and ``mUA_from_0``, ``mAUC`` and
+``mAUC_from_0``), plus every seed's per-task evaluations) and ``czsl.png`` (seen and
+unseen accuracy after each task, mean over seeds, one line per method and CN setting).
+The printed table shows the metrics under the definitions of the protocol that ran
+(:data:`TABLE_METRICS`).
 Existing outputs are never overwritten unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from analysis.czsl.methods import MethodConfig, agem_memory_for
-from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
+from analysis.czsl.metrics import CZSLSummary
+from analysis.czsl.protocol import METHODS, PROTOCOLS, CZSLConfig, run_czsl
 from analysis.czsl.tasks import continual_split
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.experiment import mean_std
 from analysis.io import check_output_folder, environment_info, write_json, write_png
 from analysis.output_folder import OutputFolder
 
-__all__ = ["CZSLExperiment", "METRICS", "format_czsl_table", "run_czsl_experiment"]
+__all__ = ["CZSLExperiment", "METRICS", "TABLE_METRICS", "format_czsl_table", "run_czsl_experiment"]
 
-METRICS = ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting")
+METRICS = tuple(f.name for f in fields(CZSLSummary))  # every metric, both definitions
+# the table's columns per protocol: (heading, metric); each protocol's own definitions
+TABLE_METRICS = {
+    "toolkit": (("mSA", "mSA"), ("mUA", "mUA"), ("mH", "mH"), ("mAUC", "mAUC"), ("mJA", "mJA"),
+                ("forgetting", "forgetting")),
+    "authors": (("mSA", "mSA"), ("mUA", "mUA_from_0"), ("mH", "mH"), ("mAUC", "mAUC_from_0"), ("mJA", "mJA"),
+                ("forgetting", "forgetting_authors")),
+}
+TABLE_DEFINITIONS = {
+    "toolkit": "mUA and mAUC over t = 1..T-1; forgetting: final step, task-restricted accuracy",
+    "authors": "mUA and mAUC over t = 0..T-1; forgetting: generalized accuracy, max over every earlier "
+               "step, averaged over time",
+}
 OUTPUT_FILES = ("czsl.json", "czsl.png")
 
 
@@ -43,7 +60,9 @@ class CZSLExperiment:
     cn_settings: tuple[bool, ...] = (True,)
     seeds: tuple[int, ...] = (1, 2, 3)
     num_tasks: int | None = None  # None: 10 on CUB, 15 on SUN
-    epochs_per_task: int = 5
+    protocol: str = "toolkit"  # analysis.czsl.protocol: "toolkit" or "authors"
+    epochs_per_task: int | None = None  # None: the protocol's (5 toolkit, 10 authors)
+    batch_size: int | None = None  # None: the protocol's (256 toolkit, 32 authors)
     device: str = "cpu"
     overwrite: bool = False
     progress: bool = True
@@ -57,21 +76,31 @@ class CZSLExperiment:
                              f"{', '.join(METHODS)} or all")
         if not self.seeds:
             raise ValueError("seeds is empty; pass at least one seed, e.g. --seeds 1,2,3")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        recipe = CZSLConfig(protocol=self.protocol, epochs_per_task=self.epochs_per_task, batch_size=self.batch_size)
+        object.__setattr__(self, "epochs_per_task", recipe.epochs_per_task)  # resolved, and checked there
+        object.__setattr__(self, "batch_size", recipe.batch_size)
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
     return dict(zip(("mean", "std"), mean_std(values)))
 
 
-def format_czsl_table(rows: list[dict[str, Any]]) -> str:
-    """Fixed-width table: method, CN, then mean ± std over seeds of every metric (percent)."""
-    header = ["method", "CN", *METRICS]
-    lines = [[r["method"], "yes" if r["cn"] else "no",
-              *(f"{r[m]['mean']:.1f} ± {r[m]['std']:.1f}" for m in METRICS)] for r in rows]
+def _cell(stat: dict[str, float | None]) -> str:
+    return f"{stat['mean']:.1f}" + ("" if stat["std"] is None else f" ± {stat['std']:.1f}")
+
+
+def format_czsl_table(rows: list[dict[str, Any]], protocol: str = "toolkit") -> str:
+    """Fixed-width table: method, CN, then mean ± std over seeds (percent) of the metrics
+    under ``protocol``'s definitions (:data:`TABLE_METRICS`), a line naming them first."""
+    columns = TABLE_METRICS[protocol]
+    header = ["method", "CN", *(heading for heading, _ in columns)]
+    lines = [[r["method"], "yes" if r["cn"] else "no", *(_cell(r[m]) for _, m in columns)] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     out = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+    return "\n".join([f"{protocol} protocol, its definitions: {TABLE_DEFINITIONS[protocol]}", *out])
 
 
 def _figure(rows: list[dict[str, Any]], title: str):
@@ -105,12 +134,12 @@ def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
         results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
         for method, cn, seed in tqdm(runs, desc="czsl", unit="run", disable=not exp.progress):
             split = continual_split(data, exp.num_tasks, seed=seed)
-            config = CZSLConfig(method=method, cn=cn, epochs_per_task=exp.epochs_per_task, seed=seed,
-                                device=exp.device, methods=methods_config)
+            config = CZSLConfig(method=method, cn=cn, protocol=exp.protocol, epochs_per_task=exp.epochs_per_task,
+                                batch_size=exp.batch_size, seed=seed, device=exp.device, methods=methods_config)
             result = run_czsl(data, split, config)
             results.setdefault((method, cn), []).append({
-                "seed": seed, "summary": result.summary.percent(),
-                "evaluations": [asdict(e) for e in result.evaluations],
+                "seed": seed, "summary": result.summary.percent(), "config": asdict(config),
+                "before": asdict(result.before), "evaluations": [asdict(e) for e in result.evaluations],
             })
         rows = []
         for (method, cn), per_seed in results.items():
