@@ -221,3 +221,32 @@ def test_v4_band_by_hand_on_a_constructed_trace() -> None:
         check_v4_training([trace], [plain, plain])
     with pytest.raises(ValueError, match="not preceded by class standardization"):
         check_v4_training([plain, plain], [plain, plain])
+
+
+def test_refusals_of_the_new_rows(tiny_data) -> None:
+    from torch import nn
+
+    from analysis.training import TrainConfig
+    from variance.class_variance_share import measure_class_variance_share
+    from variance.report import variance_report
+    from variance.training_variance import LastLayerTrace, trace_last_layer
+
+    config = EmbedderConfig(3, 8, hidden_dims=(4,), cn_layers=(), bias=False)
+    with pytest.raises(ValueError, match=r"attributes must be \[K, 3\], got \(4, 2\)"):
+        measure_class_variance_share(config, torch.ones(4, 2), generator=_gen(0))
+    with pytest.raises(ValueError, match="num_inits must be an integer >= 2"):
+        measure_class_variance_share(config, torch.ones(4, 3), num_inits=1, generator=_gen(0))
+    with pytest.raises(ValueError, match="need num_classes >= 2 and attribute_dim >= 1"):
+        iid_attributes(1, 3, "gaussian", generator=_gen(0))
+    with pytest.raises(ValueError, match="nn.Sequential embedder"):
+        LastLayerTrace(nn.Linear(3, 4))
+    linear = nn.Module()
+    linear.embedder = nn.Sequential(nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="at least one hidden layer before V"):
+        LastLayerTrace(linear)
+    with pytest.raises(ValueError, match="bias-free last layer"):
+        trace_last_layer(EmbedderConfig(12, 32, hidden_dims=(8,)), tiny_data, TrainConfig(epochs=1, progress=False))
+    with pytest.raises(ValueError, match="need at least 2 seeds"):
+        training_rows(seeds=(1,))
+    with pytest.raises(ValueError, match="need num_inits >= 2, width >= 1 and share_depth >= 1"):
+        variance_report(tiny_data, num_inits=1)

@@ -170,7 +170,8 @@ def _share_rows(data: ZSLData, att: Tensor, width: int, depth: int, num_inits: i
                             bias=False)
     centred = normalize_attributes(iid_attributes(k, d_a, "gaussian", generator=g), "l2_sqrt")
     non_negative = normalize_attributes(iid_attributes(k, d_a, "abs-gaussian", generator=g), "l2_sqrt")
-    own = f"{data.name} ({data.source})"
+    # semi-synthetic data has the real attributes (only its features are synthetic)
+    own = f"{data.name} ({'synthetic' if data.source == 'synthetic' else 'real'})"
     rows = [(check_v3_share(config, a, label=label, num_inits=num_inits, generator=g), "claim")
             for a, label in ((att, own), (non_negative, "i.i.d. |N(0,1)|"), (centred, "i.i.d. N(0,1)"))]
     rows.append((check_v3_share(config, att, label=own, predicted_from=centred, num_inits=num_inits, generator=g),
