@@ -53,7 +53,7 @@ from torch import nn
 from analysis.class_standardization import ClassStandardization
 from analysis.data import ZSLData
 from analysis.estimate import Estimate, mean_estimate
-from analysis.model import AttributeEmbedderModel, EmbedderConfig
+from analysis.model import EmbedderConfig
 from analysis.training import StepInfo, TrainConfig, build_model, train
 from variance.estimate import Check, bound_check, observation
 from variance.profiler import VarianceRecorder
@@ -145,7 +145,6 @@ def trace_last_layer(config: EmbedderConfig, data: ZSLData, train_config: TrainC
     if config.bias:
         raise ValueError("the V4 band is derived for a bias-free last layer; pass EmbedderConfig(bias=False)")
     model = build_model(config, train_config.seed)
-    assert isinstance(model, AttributeEmbedderModel)
     tracer = LastLayerTrace(model, every)
     train(model, data, train_config, on_step=tracer)
     return tracer.trace()
