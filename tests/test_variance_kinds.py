@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from analysis.estimate import Estimate
@@ -250,3 +252,18 @@ def test_refusals_of_the_new_rows(tiny_data) -> None:
         training_rows(seeds=(1,))
     with pytest.raises(ValueError, match="need num_inits >= 2, width >= 1 and share_depth >= 1"):
         variance_report(tiny_data, num_inits=1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 12), d_a=st.integers(1, 16), depth=st.integers(0, 4),
+       scale=st.floats(1e-3, 1e3))
+def test_predicted_share_is_a_fraction_invariant_to_class_order_and_scale(seed, k, d_a, depth, scale) -> None:
+    g = _gen(seed)
+    att = torch.rand(k, d_a, generator=g, dtype=torch.float64) + 0.1  # non-zero rows
+    share = predicted_class_variance_share(att, depth)
+    # share = 1 - 1^T G 1 / (K tr G) >= 0 (G is positive semi-definite); positive attributes give
+    # G >= 0 entrywise (the arc-cosine map keeps it so), hence 1^T G 1 >= tr G and share <= 1 - 1/K
+    assert -1e-12 <= share <= 1 - 1 / k + 1e-12
+    perm = torch.randperm(k, generator=g)
+    assert predicted_class_variance_share(att[perm], depth) == pytest.approx(share, abs=1e-12)
+    assert predicted_class_variance_share(scale * att, depth) == pytest.approx(share, abs=1e-9)

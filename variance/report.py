@@ -5,8 +5,9 @@ Each row has a **kind**, so that the summary says what kind of evidence it is:
 - ``claim``: a prediction that can fail, compared with a Monte Carlo estimate and its
   standard error; at the default sizes every claim row here resolves a 5 % error of its
   own prediction (``row.check.with_prediction(1.05 * predicted)`` fails:
-  tests/test_variance_kinds.py; the V3 share rows' allowance ``depth / width`` exceeds
-  5 % of the share, with its standard error, below a width of about 300 at depth 2);
+  tests/test_variance_kinds.py).  The V3 share rows allow ``depth / width`` for finite
+  width: below a width of about 300 at depth 2 that allowance plus 4 standard errors
+  exceeds 5 % of the share, and those rows no longer resolve a 5 % error;
 - ``identity``: exact by derivation, in expectation over random draws (checked by Monte
   Carlo) or up to round-off (checked deterministically), or a derived inequality: it fails
   only on a bug, so its passing is no evidence about the paper's reasoning;
