@@ -116,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               help="check the forward-pass variance claims V1-V5",
                               description="Check claims V1-V5 (normalize+scale, attributes normalization, "
                               "deep embedders, CN, the standardization Jacobian) by Monte Carlo over "
-                              "random initializations; print the table and write DIR/variance.json.")
+                              "random initializations; print the table, every row labelled claim, identity, expected-failure or "
+                              "observation, with a summary that counts each kind, and write DIR/variance.json.")
     p.add_argument("--out", type=str, required=True, help="output folder for variance.json")
     p.add_argument("--num-inits", type=int, default=100, help="random initializations per embedder row")
     p.add_argument("--width", type=int, default=1024, help="hidden width of the deep embedders")
