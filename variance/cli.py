@@ -4,6 +4,11 @@ entry point (see :mod:`analysis.cli`).
     cnzsl variance [--dataset CUB[,SUN,...]] [--data-root ROOT] --out DIR [--num-inits N]
     cnzsl attributes --dataset CUB[,SUN,...] [--data-root ROOT] [--json]
 
+Every row has a kind (``claim``, ``identity``, ``expected-failure``, ``observation``: see
+:mod:`variance.report`) and the summary line counts each kind separately, e.g.
+``claims 7/7 pass, identities 20/20 hold, expected failures 12/12 fail as predicted,
+observations 3``; ``variance.json`` holds the same counts under ``summary``.
+
 With ``--data-root`` the attributes are the real ones (``ROOT/<DATASET>/att_splits.mat``)
 and the features real where ``res101.mat`` is present, synthetic otherwise (the table and
 the JSON say which); without it, the synthetic preset of each data set.
@@ -26,7 +31,7 @@ from analysis.io import environment_info, write_json
 from analysis.output_folder import OutputFolder
 from analysis.synthetic import make_synthetic
 from variance.attribute_statistics import attribute_statistics, format_attribute_table
-from variance.report import format_variance_table, variance_report
+from variance.report import format_summary, format_variance_table, summarize_kinds, training_rows, variance_report
 
 __all__ = ["register"]
 
@@ -62,14 +67,19 @@ def _variance(args: argparse.Namespace) -> int:
             print(f"{name}: {data.source} data, {args.num_inits} inits per embedder row ...", file=sys.stderr)
             rows += variance_report(data, num_inits=args.num_inits, width=args.width,
                                     generator=torch.Generator().manual_seed(args.seed))
+        print("V4 along training: small synthetic setting, 3 seeds ...", file=sys.stderr)
+        rows += training_rows(data_seed=args.data_seed)
         print(format_variance_table(rows))
-        confirmed = sum(r.confirmed for r in rows)
-        print(f"{confirmed}/{len(rows)} rows as the claims expect · {time.perf_counter() - start:.1f} s")
+        summary = format_summary(rows)
+        print(f"{summary} · {time.perf_counter() - start:.1f} s")
         write_json(folder.stage("variance.json"), {
             "config": {"datasets": names, "data_root": args.data_root, "num_inits": args.num_inits,
                        "width": args.width, "seed": args.seed, "data_seed": args.data_seed},
             "environment": environment_info("cpu"),
-            "rows": [{"dataset": r.dataset, "source": r.source, "expected": r.expected,
+            "summary": {"line": summary, "by_kind": summarize_kinds(rows),
+                        # before the kinds: rows whose verdict was the one expected (observations excluded)
+                        "confirmed": sum(bool(r.confirmed) for r in rows), "rows": len(rows)},
+            "rows": [{"dataset": r.dataset, "source": r.source, "kind": r.kind, "expected": r.expected,
                       "confirmed": r.confirmed, **r.check.__dict__} for r in rows],
         })
     print(f"wrote {folder.out / 'variance.json'}")
@@ -106,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               help="check the forward-pass variance claims V1-V5",
                               description="Check claims V1-V5 (normalize+scale, attributes normalization, "
                               "deep embedders, CN, the standardization Jacobian) by Monte Carlo over "
-                              "random initializations; print the table and write DIR/variance.json.")
+                              "random initializations; print the table, every row labelled claim, identity, expected-failure or "
+                              "observation, with a summary that counts each kind, and write DIR/variance.json.")
     p.add_argument("--out", type=str, required=True, help="output folder for variance.json")
     p.add_argument("--num-inits", type=int, default=100, help="random initializations per embedder row")
     p.add_argument("--width", type=int, default=1024, help="hidden width of the deep embedders")
