@@ -106,3 +106,41 @@ def test_the_same_seed_gives_the_same_table(tmp_path, capsys):
         rows = json.loads((tmp_path / name / "czsl.json").read_text())["rows"]
         tables.append([{k: r[k] for k in ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting")} for r in rows])
     assert tables[0] == tables[2] and tables[1] == tables[3]
+
+
+def _twenty_classes(name: str):
+    from dataclasses import replace as replace_spec
+
+    from analysis.synthetic import make_synthetic
+    from tests.conftest import TINY_SPEC
+
+    spec = replace_spec(TINY_SPEC, name=name, num_seen=15, num_unseen=5, trainval=300, test_seen=60, test_unseen=100)
+    return make_synthetic(spec, seed=0)
+
+
+def test_default_task_count_is_found_whatever_the_case_of_the_data_set_name():
+    assert continual_split(_twenty_classes("cub")).num_tasks == 10  # CUB: 10 tasks
+    assert continual_split(_twenty_classes("Cub")).num_tasks == 10
+
+
+def test_the_split_follows_its_seed_and_holds_out_the_stated_fraction(tiny_data):
+    """Another seed permutes the classes differently; each class keeps round(0.2 n) test images
+    (at least 1, at most n - 1), here counted per class by hand."""
+    a, b = continual_split(tiny_data, 3, seed=4), continual_split(tiny_data, 3, seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a.task_classes, continual_split(tiny_data, 3, seed=4).task_classes))
+    assert not all(torch.equal(x, y) for x, y in zip(a.task_classes, b.task_classes))
+    everything = torch.cat([tiny_data.trainval, tiny_data.test_seen, tiny_data.test_unseen])
+    per_class = torch.bincount(tiny_data.labels[everything], minlength=tiny_data.num_classes)
+    held_out = torch.bincount(tiny_data.labels[a.test], minlength=tiny_data.num_classes)
+    expected = [min(max(1, round(0.2 * int(n))), int(n) - 1) for n in per_class]
+    assert held_out.tolist() == expected and max(expected) > 1
+    small = continual_split(tiny_data, 3, seed=4, test_fraction=0.01)  # round(0.01 n) = 0 -> 1 each
+    assert torch.bincount(tiny_data.labels[small.test], minlength=tiny_data.num_classes).tolist() == [1] * 9
+
+
+def test_czsl_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="unknown method 'lwf'; choose one of sequential, ewc, mas, agem, multitask"):
+        CZSLConfig(method="lwf")
+    assert CZSLConfig(batch_size=1, epochs_per_task=1).batch_size == 1
+    with pytest.raises(ValueError, match="epochs_per_task and batch_size must be positive, got 1 and 0"):
+        CZSLConfig(batch_size=0, epochs_per_task=1)

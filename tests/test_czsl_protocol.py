@@ -192,6 +192,7 @@ def test_multitask_is_a_fresh_model_per_step_only_under_the_toolkit_protocol(tin
     result = run_czsl(tiny_data, split, replace(BASE, method="multitask", protocol=name, epochs_per_task=1,
                                                 batch_size=64))
     assert count[0] == builds
+    assert result.config.protocol == name and result.config.method == "multitask"
     assert result.before is not None and result.before.time_step == 0
     assert result.summary.mUA_from_0 == pytest.approx(
         (result.before.unseen_accuracy + sum(e.unseen_accuracy for e in result.evaluations[:-1])) / 3, abs=1e-15)
