@@ -27,7 +27,8 @@ mutant (``analysis.czsl.protocol``: each mutant trains small models for about 30
 
 A module checked only on such a sample gets its score with a standard error, the binomial
 one with the finite-population correction, ``sqrt(p (1 - p) / n (N - n) / (N - 1))`` for
-``n`` of ``N`` mutants checked.  It is an estimate of the whole module's score only when the
+``n`` of ``N`` mutants checked (when all ``n`` were detected, the rule of three instead: the
+share of survivors is below ``3/n`` at 95 %).  It is an estimate of the whole module's score only when the
 checked mutants are a uniform sample: a run cut short checks them in file order.
 """
 
@@ -146,7 +147,9 @@ def main() -> int:
         checked = c["killed"] + c["timeout"] + c["survived"]
         detected = c["killed"] + c["timeout"]
         score = f"{detected / checked:.3f}" if checked else "-"
-        if checked and c["not checked"]:
+        if checked and c["not checked"] and detected == checked:  # the binomial stderr is 0 here
+            score += f" (if a uniform sample: survivors below 3/{checked} = {3 / checked:.3f} at 95 %)"
+        elif checked and c["not checked"]:
             score += f" +- {score_stderr(detected, checked, sum(c.values())):.3f} (if a uniform sample)"
         print(f"{module:<40}{sum(c.values()):>8}{c['killed']:>8}{c['timeout']:>8}{c['survived']:>9}"
               f"{c['not checked']:>10}  {score}")
