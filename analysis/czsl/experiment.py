@@ -87,16 +87,12 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return dict(zip(("mean", "std"), mean_std(values)))
 
 
-def _cell(stat: dict[str, float | None]) -> str:
-    return f"{stat['mean']:.1f}" + ("" if stat["std"] is None else f" ± {stat['std']:.1f}")
-
-
 def format_czsl_table(rows: list[dict[str, Any]], protocol: str = "toolkit") -> str:
     """Fixed-width table: method, CN, then mean ± std over seeds (percent) of the metrics
     under ``protocol``'s definitions (:data:`TABLE_METRICS`), a line naming them first."""
     columns = TABLE_METRICS[protocol]
     header = ["method", "CN", *(heading for heading, _ in columns)]
-    lines = [[r["method"], "yes" if r["cn"] else "no", *(_cell(r[m]) for _, m in columns)] for r in rows]
+    lines = [[r["method"], "yes" if r["cn"] else "no", *(f"{r[m]['mean']:.1f} ± {r[m]['std']:.1f}" for _, m in columns)] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     out = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in lines]
