@@ -126,7 +126,9 @@ def test_constant_attributes_are_excluded_and_counted():
 
 def test_standardized_values_have_zero_mean_unit_std():
     att = 5.0 + 0.01 * _skewed(64, 6, seed=6)
-    z = attribute_statistics(att).standardized_values.reshape(64, -1)
+    flat = attribute_statistics(att).standardized_values
+    assert flat.shape == (64 * 6,)  # documented [C * d], flattened row-major
+    z = flat.reshape(64, -1)
     torch.testing.assert_close(z.mean(dim=0), torch.zeros(6, dtype=torch.float64),
                                rtol=0, atol=1e-12)
     torch.testing.assert_close(z.std(dim=0, correction=0), torch.ones(6, dtype=torch.float64),
@@ -146,6 +148,9 @@ def test_summary_quartiles_equal_numpy_quantile():
         assert summary[f"{key}_q3"] == q3
     assert summary["rejected_fraction"] == np.mean(stats.normality_pvalue.numpy() < 0.05)
     assert stats.summary(alpha=0.5)["rejected_fraction"] >= summary["rejected_fraction"]
+    # rejected means p < alpha, strictly: at alpha equal to an observed p-value, that one is kept
+    p = np.sort(stats.normality_pvalue.numpy())
+    assert stats.summary(alpha=float(p[3]))["rejected_fraction"] == 3 / 12
     assert summary["num_classes"] == 45.0 and summary["constant_attributes"] == 0.0
 
 

@@ -417,3 +417,42 @@ def test_recorder_arrays_are_nan_where_a_layer_is_absent():
     arrays = recorder.as_arrays()
     assert arrays["a"]["norm_sq"].dtype == np.float64 and arrays["a"]["norm_sq"].tolist() == [4.0, 4.0]
     assert np.isnan(arrays["b"]["mean"][0]) and arrays["b"]["mean"][1] == 5.0
+
+
+def test_profile_at_init_passes_layers_gamma_and_statistics_to_every_seed():
+    """Each seed's profile is ``profile_layers`` with the same ``layers``, ``gamma`` and
+    ``statistics``: the mean over seeds equals the mean of those profiles exactly."""
+    a = _attributes(k=5)
+    z = torch.rand(4, 32, generator=torch.Generator().manual_seed(1))
+
+    def build(g: torch.Generator) -> AttributeEmbedderModel:
+        return _cn_model(int(g.initial_seed()))  # running statistics (0, 1): "running" != "batch"
+
+    options = {"layers": ["embedder.0"], "gamma": 2.5, "statistics": "running"}
+    estimates = profile_at_init(build, a, z, seeds=[3, 4], **options)
+    per_seed = [profile_layers(build(torch.Generator().manual_seed(s)), a, z, **options) for s in (3, 4)]
+    assert list(estimates) == list(per_seed[0]) == ["embedder.0", "prototypes", "logits_raw", "logits_ns"]
+    for name in estimates:
+        for stat in MOMENTS:
+            mean = (getattr(per_seed[0][name], stat) + getattr(per_seed[1][name], stat)) / 2
+            assert estimates[name][stat].value == pytest.approx(mean, rel=1e-12, abs=1e-300), (name, stat)
+    # the options matter: other ones give other numbers
+    default = profile_at_init(build, a, z, seeds=[3, 4])
+    assert "embedder.0" in default and len(default) > len(estimates)
+    assert default["logits_ns"]["second_moment"].value != estimates["logits_ns"]["second_moment"].value
+    batch = profile_at_init(build, a, z, seeds=[3, 4], layers=["embedder.0"], gamma=2.5)
+    assert batch["prototypes"]["mean"].value != estimates["prototypes"]["mean"].value
+
+
+def test_profiler_boundaries_one_class_zero_gamma_and_a_leaf_root():
+    """One class (K = 1) is profiled; no class (K = 0) and gamma = 0 are refused; a model that
+    is itself a leaf (a bare ``nn.Linear``) has only its "prototypes" entry, not a "" layer."""
+    linear = nn.Linear(TINY_SPEC.attribute_dim, 32)
+    a = _attributes(k=3)
+    one = profile_layers(linear, a[:1])
+    assert one["prototypes"].shape == (1, 32)
+    assert list(profile_layers(linear, a)) == ["prototypes"]
+    with pytest.raises(ValueError, match=r"one row per class \(K >= 1\), got \(0, "):
+        profile_layers(linear, a[:0])
+    with pytest.raises(ValueError, match=r"gamma must be a positive finite number, got 0"):
+        profile_layers(linear, a, torch.rand(2, 32), gamma=0.0)
