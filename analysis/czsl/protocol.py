@@ -11,7 +11,7 @@ mode on the test images of **every** class, with logits over all ``C`` classes
     mas          + MAS-online penalty (Aljundi et al. 2018), decay 0.95, weight 1e-4
     agem         A-GEM (Chaudhry et al. 2019): each step's gradient is projected so that
                  it does not increase the loss on an episodic memory of earlier tasks
-                 (10 images per class on CUB, 5 on SUN) to first order; the memory
+                 (25 images per class on AWA, 10 on CUB, 5 on SUN) to first order; the memory
                  gradient is taken without updating CN's running statistics
     multitask    upper bound: trained on the union of tasks 1..t
 
@@ -33,10 +33,25 @@ The toolkit's protocol is the default because it is the cheaper one (20 steps pe
 synthetic CUB against about 190) and keeps each task's softmax and CN statistics to the
 classes it trains on; ``authors`` is the one the published CZSL numbers come from.  Both
 report every metric under both definitions (:class:`analysis.czsl.metrics.CZSLSummary`).
+EWC, MAS and A-GEM follow the protocol too:
+
+=====================  =====================================  =======================================
+                       ``toolkit``                            ``authors`` (:mod:`analysis.czsl.authors_methods`)
+=====================  =====================================  =======================================
+EWC / MAS importance   end of task t, on task t's data and    start of task t+1, on task t+1's data,
+                       classes; EWC: Fisher of the labels     every class embedded, logits of task t's
+                                                              classes; EWC min-max normalized
+penalty                lambda/2 sum Omega (theta - a)^2       coef sum Omega (theta - a)^2 (no 1/2)
+A-GEM memory           per_class rows per class, once         per_class rows per class, added twice
+                                                              per task (their code's double call)
+A-GEM reference        256 rows, loss over the classes the    128 rows, every class embedded, each
+                       memory holds                           row's loss over its own task's classes
+=====================  =====================================  =======================================
+
 What ``authors`` does NOT reproduce: the authors fine-tune a ResNet on images, here the
-embedder is trained on fixed features; and EWC, MAS and A-GEM keep the toolkit's semantics
-under both protocols (the authors estimate EWC's Fisher on the *next* task's data, min-max
-normalized, without the 1/2; A-GEM's memory batch is 128 over all classes).
+embedder is trained on fixed features; their importances and reference gradients run
+forward passes in train mode that update CN's running statistics, here they are probes
+that leave them alone (as the toolkit's).
 
 Attributes are L2-normalized times sqrt(d_a) over all classes once.  Deterministic on the
 CPU for a given seed.
@@ -45,11 +60,18 @@ CPU for a given seed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
 
+from analysis.czsl.authors_methods import (
+    TaskMaskedMemory,
+    authors_anchor_penalty,
+    authors_ewc_importance,
+    authors_mas_importance,
+    masked_reference_gradient,
+)
 from analysis.czsl.methods import (
     EpisodicMemory,
     EWCOnline,
@@ -81,6 +103,8 @@ PROTOCOL_DEFAULTS = {
     "authors": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32,
                 "epochs_per_task": 10},
 }
+# A-GEM's memory rows per reference gradient when MethodConfig.agem_memory_batch is None
+AGEM_MEMORY_BATCH = {"toolkit": 256, "authors": 128}
 
 
 @dataclass(frozen=True)
@@ -112,6 +136,8 @@ class CZSLConfig:
         for name, value in PROTOCOL_DEFAULTS[self.protocol].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        if self.methods.agem_memory_batch is None:
+            object.__setattr__(self, "methods", replace(self.methods, agem_memory_batch=AGEM_MEMORY_BATCH[self.protocol]))
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
         if self.epochs_per_task < 1 or self.batch_size < 1:
@@ -161,13 +187,21 @@ def run_czsl(data: ZSLData, split: ContinualSplit, config: CZSLConfig, *,
     model_config = preset_config("cn" if config.cn else "mlp", data.attribute_dim, data.feature_dim)
     shuffle = torch.Generator().manual_seed(config.seed)
     memory_draws = torch.Generator().manual_seed(config.seed + 1)
+    importance_draws = torch.Generator().manual_seed(config.seed + 2)  # the authors' shuffled importance batches
     model = build_model(model_config, config.seed).to(device)
-    penalty = {"ewc": EWCOnline, "mas": MASOnline}.get(config.method)
-    penalty = penalty(config.methods) if penalty else None
-    memory = EpisodicMemory(config.methods.agem_memory_per_class) if config.method == "agem" else None
+    authors = config.protocol == "authors"
+    penalty, memory = None, None
+    if config.method in ("ewc", "mas"):
+        penalty = (authors_anchor_penalty(config.method, config.methods) if authors
+                   else {"ewc": EWCOnline, "mas": MASOnline}[config.method](config.methods))
+    elif config.method == "agem":
+        memory = (TaskMaskedMemory if authors else EpisodicMemory)(config.methods.agem_memory_per_class)
     train_by_task = [split.train[torch.isin(labels[split.train].cpu(), c)].to(device) for c in split.task_classes]
     test = split.test.to(device)
-    authors = config.protocol == "authors"
+    # task_masks[t - 1, c]: class c belongs to task t (the authors' per-row A-GEM masks)
+    task_masks = torch.zeros(len(split.task_classes), attributes.shape[0], dtype=torch.bool, device=device)
+    for t, classes in enumerate(split.task_classes):
+        task_masks[t, classes.to(device)] = True
     before = evaluate_time_step(class_logits(model, data.features[test], attributes), labels[test],
                                 list(split.task_classes), 0)
     evaluations = []
@@ -183,6 +217,11 @@ def run_czsl(data: ZSLData, split: ContinualSplit, config: CZSLConfig, *,
         else:
             samples = train_by_task[t - 1]
         model.train()
+        if authors and penalty is not None and t > 1:  # their importance: task t's data, task t-1's classes
+            importance = {"ewc": authors_ewc_importance, "mas": authors_mas_importance}[config.method]
+            batches = [(data.features[b.to(device)], labels[b.to(device)], attributes)
+                       for b in _batches(samples.cpu(), config.batch_size, importance_draws)]  # shuffled, as theirs
+            penalty.consolidate(model, importance(model, batches, split.task_classes[t - 2].to(device)))
         optimizer = config.make_optimizer(model.parameters())
         task_attributes = attributes[classes]
         # authors: embed every seen class (CN normalizes over them), softmax over task t's columns
@@ -199,12 +238,19 @@ def run_czsl(data: ZSLData, split: ContinualSplit, config: CZSLConfig, *,
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if memory is not None and len(memory) > 0:
-                    mx, my = memory.sample(config.methods.agem_memory_batch, memory_draws)
-                    mem_classes = torch.unique(my)  # the memory loss is over the classes it holds
-                    ref = agem_reference_gradient(model, mx, _targets(my, mem_classes), attributes[mem_classes])
+                    if authors:  # every class embedded, each row's loss over its own task's classes
+                        mx, my, mt = memory.sample(config.methods.agem_memory_batch, memory_draws)
+                        ref = masked_reference_gradient(model, mx, my, task_masks[mt], attributes)
+                    else:
+                        mx, my = memory.sample(config.methods.agem_memory_batch, memory_draws)
+                        mem_classes = torch.unique(my)  # the memory loss is over the classes it holds
+                        ref = agem_reference_gradient(model, mx, _targets(my, mem_classes), attributes[mem_classes])
                     assign_flat_grad(model, agem_project(flat_grad(model), ref))
                 optimizer.step()
-        if penalty is not None or memory is not None:
+        if authors:  # EWC/MAS consolidate at the start of the next task (above)
+            for _ in range(2 if memory is not None else 0):  # their code adds a task twice (authors_methods)
+                memory.add_task(data.features[samples], labels[samples], t - 1, memory_draws)
+        elif penalty is not None or memory is not None:  # the toolkit's: consolidate at the end of task t
             task_batches = [(data.features[b.to(device)], _targets(labels[b.to(device)], classes), task_attributes)
                             for b in samples.cpu().split(config.batch_size)]
             if config.method == "ewc":
