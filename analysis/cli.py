@@ -131,7 +131,7 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "czsl", help="continual zero-shot learning: methods with and without CN",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Continual zero-shot learning (PAPER.md section 4): tasks of classes learned in "
+        description="Continual zero-shot learning (docs/science.md section 6): tasks of classes learned in "
         "sequence by one single-head model, evaluated after each task on every class. Prints mean ± std "
         "over seeds of mSA, mUA, mH, mAUC, mJA and forgetting; writes DIR/czsl.json and DIR/czsl.png.",
     )

@@ -1,5 +1,5 @@
 """Loader for the GBU "xlsa17" zero-shot benchmark files (Xian et al., "Zero-Shot Learning -
-The Good, the Bad and the Ugly", CVPR 2017), PAPER.md section 5.
+The Good, the Bad and the Ugly", CVPR 2017), docs/science.md section 7.
 
 Layout, one folder per data set (``AWA1``, ``AWA2``, ``CUB``, ``SUN``, ``APY``)::
 

@@ -11,7 +11,7 @@ in ``cn_layers`` class standardization S (Eq. 9) wraps the ReLU as ``cn_placemen
 ``d_z`` with ``final_init`` (Eq. 10 in CN) and an optional output ReLU.  With
 ``hidden_dims=()`` the embedder is linear, ``p_c = V a_c``.
 
-The reference "3-layer MLP + CN" (PAPER.md section 1) is preset ``"cn"``:
+The reference "3-layer MLP + CN" (docs/science.md section 2.6) is preset ``"cn"``:
 
     Linear(d_a,1024) -> ReLU -> Linear(1024,1024) -> S -> ReLU -> S -> Linear(1024,2048)[Eq.10] -> ReLU
 

@@ -1,6 +1,6 @@
 """The training recipe's loop, written once for every model and every device.
 
-:func:`fit` runs the recipe of PAPER.md section 1 (Adam with L2 weight decay, StepLR, a
+:func:`fit` runs the recipe of docs/science.md section 3.1 (Adam with L2 weight decay, StepLR, a
 fresh permutation of the ``n`` training rows every epoch, the last smaller batch kept) for
 any differentiable ``step_loss(rows) -> loss``: one model (``loss`` is a scalar) or ``S``
 models trained at once (``loss`` is ``[S]``, one mean cross-entropy per member; the

@@ -1,4 +1,4 @@
-"""The paper's training recipe (PAPER.md section 1), with all data resident on the device.
+"""The paper's training recipe (docs/science.md section 3.1), with all data resident on the device.
 
 Recipe: softmax cross-entropy over the **seen** classes, every step passing the whole
 seen-class attribute matrix [K_s, d_a] through the model; Adam (lr 5e-4, L2 weight decay

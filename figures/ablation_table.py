@@ -1,4 +1,4 @@
-"""The paper's ablation table: 3-layer MLP, + Eq. (9), + Eq. (10), + CN (PAPER.md section 1).
+"""The paper's ablation table: 3-layer MLP, + Eq. (9), + Eq. (10), + CN (docs/science.md section 8.1).
 
 For every data set of the run (``ctx.datasets()``), each ablation row (presets ``mlp``, ``mlp+eq9``, ``mlp+eq10``, ``cn`` of
 :mod:`analysis.model`) is trained with the reference recipe for every seed of
@@ -36,11 +36,11 @@ from figures.style import add_caption, color, label, new_figure, save_figure
 
 NAME = "ablation_table"
 TITLE = "Ablation: MLP, + Eq. 9, + Eq. 10, + CN; GZSL U / S / H, mean ± std over seeds"
-PAPER = "ablation table"
+PAPER = "§8.1 ablation table"  # docs/science.md section 8.1
 EXTRA_OUTPUTS = (f"{NAME}.md", f"{NAME}.csv")  # besides NAME.png / NAME.pdf
 
 ROWS = ("mlp", "mlp+eq9", "mlp+eq10", "cn")
-# PAPER.md section 1: published GZSL U / S / H (percent), 3-layer MLP ablation
+# docs/science.md section 8.1: published GZSL U / S / H (percent), 3-layer MLP ablation
 PUBLISHED: dict[str, dict[str, tuple[float, float, float]]] = {
     "mlp": {"SUN": (31.4, 40.4, 35.3), "CUB": (45.2, 48.4, 46.7), "AWA1": (57.0, 69.9, 62.8),
             "AWA2": (54.5, 72.2, 62.1)},

@@ -1,4 +1,4 @@
-"""The three models of the loss-surface figures (PAPER.md section 3), trained once and cached.
+"""The three models of the loss-surface figures (docs/science.md section 5.1), trained once and cached.
 
 The loss-surface figures (:mod:`figures.loss_surface`, :mod:`figures.loss_slices`,
 :mod:`figures.spectral_density`) study the same three models, trained with the paper's

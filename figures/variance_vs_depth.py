@@ -6,7 +6,7 @@ logit variance ``L = E[<z_b, p_c>^2]`` of attribute embedders with ``L_h = 0`` (
 hidden ReLU layers, without CN and with CN; and the same two quantities over the first
 training steps of a no-CN and a CN model on the first data set.
 
-The claims (PAPER.md section 2, :mod:`variance.prototype_variance`).  With attributes
+The claims (docs/science.md section 4, :mod:`variance.prototype_variance`).  With attributes
 normalization ``l2_sqrt`` (``||a_c||^2 = d_a``) and the last layer ``V`` drawn with Eq. (10)
 (``s_V^2 = 1/(d_in d_z)``):
 

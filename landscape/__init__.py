@@ -1,4 +1,4 @@
-"""Loss-surface probes (PAPER.md section 3): exact, pure and model-agnostic.
+"""Loss-surface probes (docs/science.md section 5): exact, pure and model-agnostic.
 
 Every probe takes a model of the protocol ``model(features, attributes) -> logits`` (or any
 ``nn.Module`` through :class:`Objective`), works on CPU and CUDA, draws its random numbers

@@ -1,4 +1,4 @@
-"""The paper's loss-surface comparison (PAPER.md section 3): a traditional classifier,
+"""The paper's loss-surface comparison (docs/science.md section 5.1): a traditional classifier,
 the ZSL MLP without CN and the ZSL MLP with CN, trained on the same data.
 
 "ZSL models have a more irregular loss surface than traditional classifiers, and CN

@@ -1,4 +1,4 @@
-"""Hessian-vector products and gradient norms of the training loss (PAPER.md section 3).
+"""Hessian-vector products and gradient norms of the training loss (docs/science.md section 5.2).
 
 The curvature probes (Lanczos top eigenvalues, Hutchinson trace, spectral density) only
 touch the Hessian through products with the data-set Hessian of an :class:`Objective`

@@ -1,4 +1,4 @@
-"""The training loss as a pure function of the parameters (PAPER.md section 3), for any model.
+"""The training loss as a pure function of the parameters (docs/science.md section 5.5), for any model.
 
 Every loss-surface probe (gradient norms, Hessian-vector products, Lanczos, slices) needs
 

@@ -1,4 +1,4 @@
-"""1-D and 2-D loss slices along filter-normalized random directions (PAPER.md section 3).
+"""1-D and 2-D loss slices along filter-normalized random directions (docs/science.md section 5.4).
 
 The claim probed: "ZSL models have a more irregular loss surface than traditional
 classifiers, and CN partially remedies this", seen here through the plots of Li, Xu,

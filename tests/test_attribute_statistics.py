@@ -283,7 +283,7 @@ def test_real_attributes_are_not_gaussian_and_correlated(name):
     summary = attribute_statistics(att).summary()
     print(name, {k: f"{v:.4g}" for k, v in summary.items()})
     assert summary["num_classes"] == att.shape[0]
-    # PAPER.md V3: normality rejected per attribute; median |corr| about 0.09-0.17.
+    # docs/science.md section 4.3 (V3): normality rejected per attribute; median |corr| about 0.09-0.17.
     assert summary["rejected_fraction"] > 0.5
     assert 0.05 <= summary["abs_corr_median"] <= 0.30
 

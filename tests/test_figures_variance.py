@@ -148,7 +148,7 @@ def test_attribute_statistics_on_real_awa2_attributes(tmp_path):
     direct = measure_attributes(read_att_splits(path).attributes).summary()
     assert entry["summary"]["abs_corr_median"] == direct["abs_corr_median"]
     assert entry["abs_corr_percentiles"][50] == pytest.approx(direct["abs_corr_median"], rel=1e-12)
-    assert 0.05 <= direct["abs_corr_median"] <= 0.30  # PAPER.md V3: about 0.09-0.17
+    assert 0.05 <= direct["abs_corr_median"] <= 0.30  # docs/science.md section 4.3 (V3): about 0.09-0.17
     assert entry["summary"]["rejected_fraction"] > 0.5
     assert "histogram" in entry  # AWA2 is one of the two histogram data sets
     attribute_statistics.plot(ctx)

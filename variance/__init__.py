@@ -1,4 +1,4 @@
-"""Forward-pass variance claims V1-V5 of Class Normalization (PAPER.md section 2).
+"""Forward-pass variance claims V1-V5 of Class Normalization (docs/science.md section 4).
 
 Each claim has ``predicted_*`` functions next to a Monte Carlo estimator that returns the
 estimate and its standard error, and a ``check_*`` that compares them.  Imports only from

@@ -1,10 +1,10 @@
-"""V3 (PAPER.md section 2) across classes: the share of the prototype variance that lies
+"""V3 (docs/science.md section 4.3) across classes: the share of the prototype variance that lies
 *between* classes is set by the distribution of the attributes across classes.
 
-PAPER.md states V3 qualitatively (the scale before the last layer "depends on ... the
-distribution of attributes across classes") and makes **no quantitative prediction** of
-it.  The prediction below is the toolkit's own, derived here; the rows that use it are
-claims about this derivation, which is the quantitative content of the paper's sentence.
+V3 is a qualitative statement (the scale before the last layer depends on, among other
+things, the distribution of attributes across classes) and comes with **no quantitative
+prediction**.  The prediction below is the toolkit's own, derived here; the rows that use
+it are claims about this derivation, which is the quantitative content of the statement.
 
 **The quantity.**  For prototypes ``p`` [K, d_z] of one initialization,
 

@@ -1,6 +1,6 @@
 """Monte Carlo estimates with standard errors, and the check that compares them to a claim.
 
-Every claim V1-V5 (PAPER.md section 2) is checked the same way: a ``predicted_*`` value,
+Every claim V1-V5 (docs/science.md section 4) is checked the same way: a ``predicted_*`` value,
 a Monte Carlo :class:`~analysis.estimate.Estimate` (value and standard error; the one
 estimate type of the toolkit, re-exported here), and
 

@@ -1,4 +1,4 @@
-"""V1 (PAPER.md section 2): the variance of normalize+scale logits, ``Var[gamma^2 cos(z, p)]``.
+"""V1 (docs/science.md section 4.1): the variance of normalize+scale logits, ``Var[gamma^2 cos(z, p)]``.
 
 Setting: ``z, p in R^d`` independent, each with i.i.d. zero-mean coordinates; the NS logit
 is ``y = gamma^2 cos(z, p)`` (:func:`analysis.normalization.normalize_scale_logits`), so

@@ -1,4 +1,4 @@
-"""Layer-wise variance profiler for any attribute embedder (claims V3 and V4 of PAPER.md).
+"""Layer-wise variance profiler for any attribute embedder (claims V3 and V4, docs/science.md section 4).
 
 V3 says the forward-pass scale of a deep embedder depends on depth, init and the
 distribution of attributes *across classes*; V4 says CN keeps it fixed.  This module

@@ -1,4 +1,4 @@
-"""V4 (PAPER.md section 2) along training: with CN right before the last layer ``V``, the
+"""V4 (docs/science.md section 4.4) along training: with CN right before the last layer ``V``, the
 prototype variance stays in a band set by ``V`` alone, at every step.
 
 **The bound.**  Let the input of ``V`` [d_z, d_L] be ``s_c = S(h)_c``, the class
@@ -163,7 +163,7 @@ def check_v4_training(
     1. ``identity``: CN, the band holds at every recorded step of every seed;
     2. ``expected-failure``: without CN, the CN band (``tau = d_L``) at the same steps;
     3. ``observation`` (two rows): the drift ``P_T / P_0`` over the run, CN and without CN,
-       mean and standard error over the seeds (no prediction: PAPER.md gives none).
+       mean and standard error over the seeds (no prediction: the paper gives none).
 
     Raises:
         ValueError: fewer than 2 traces of either model (a standard error needs 2 seeds), or a

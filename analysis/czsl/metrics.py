@@ -1,4 +1,4 @@
-"""CZSL metrics (PAPER.md §4): mSA, mUA, mH, mAUC, mJA and forgetting of a single-head model.
+"""CZSL metrics (docs/science.md section 6.3): mSA, mUA, mH, mAUC, mJA and forgetting of a single-head model.
 
 Setting: ``T`` tasks, each a disjoint set of classes, together covering all ``C`` logit
 columns.  After learning tasks ``1..t`` the model scores the test samples of **every**
