@@ -114,7 +114,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{r['dataset']} ({r['data_source']}) · preset {r['preset']} · {r['epochs']} epochs · {r['device']}"
               f"{seeds}")
         for key, name in names.items():
-            spread = f" ± {r['std'][key]:4.1f}" if "std" in r else ""
+            std = r["std"][key] if "std" in r else None  # None: one seed, no spread to show
+            spread = f" ± {std:4.1f}" if std is not None else ""
             print(f"  {name:<11}{r[key]:6.1f}{spread} %")
         print(f"  {'train time':<11}{r['train_seconds']:6.1f} s" + (f" (all {len(r['seeds'])} seeds at once)" if seeds else ""),
               flush=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -28,13 +29,19 @@ from analysis.output_folder import OutputFolder
 from analysis.model import PRESETS
 from analysis.training import resolve_device
 from analysis.user_model import ModelSpec, resolve_model
-from figures.probe_battery import FAST_BUDGET, FULL_BUDGET, ProbeRun, check_models, probe_model
+from figures.probe_battery import FAST_BUDGET, FULL_BUDGET, METRICS, ProbeRun, check_models, probe_model
 from figures.probe_report import probe_figure, probe_markdown
 from figures.style import save_figure
 
 __all__ = ["OUTPUT_FILES", "register", "run_probe"]
 
 OUTPUT_FILES = ("probe.json", "probe.md", "probe.png", "probe.pdf")
+UNITS = {  # of probe.json (analysis.io.write_json): the accuracies are percent, as in results.json
+    **{f"models.*.training.per_seed[].{k}": "percent" for k in METRICS},
+    **{f"models.*.training.mean_std.{k}": "percent" for k in METRICS},
+    "models.*.training.per_seed[].final_loss": "nats", "models.*.training.per_seed[].train_seconds": "seconds",
+    "models.*.seconds": "seconds", "seconds": "seconds",
+}
 
 
 def _specs(run: ProbeRun) -> list[ModelSpec]:
@@ -77,10 +84,13 @@ def run_probe(run: ProbeRun, data: Any = None) -> dict[str, Any]:
                 print(f"[{i}/{len(specs)}] {spec.label}: init profile, training, curvature probes", file=sys.stderr, flush=True)
             models[spec.label] = probe_model(spec, data, run, device)
         settings = {k: v for k, v in asdict(run).items() if k not in ("out", "overwrite", "progress")}
+        source = run.model.rpartition(":")[0]
+        if source.endswith(".py"):  # PATH.py:NAME: the file that was probed, wherever the run started
+            settings["model_file"] = os.path.abspath(source)
         payload = {"models": models, "settings": settings, "data": data.summary(),
                    "environment": environment_info(device), "seconds": time.perf_counter() - start}
         payload = to_jsonable(payload)  # the JSON types probe.json holds: the views see what is written
-        write_json(folder.stage("probe.json"), payload)
+        write_json(folder.stage("probe.json"), payload, units=UNITS)
         table = probe_markdown(payload).encode("utf-8")
         atomic_write(folder.stage("probe.md"), lambda f: f.write(table))
         save_figure(probe_figure(payload), folder.stage("probe.png").parent, "probe")  # probe.png, probe.pdf
