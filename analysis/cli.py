@@ -5,6 +5,10 @@
     cnzsl czsl --dataset CUB [--data-root ROOT] --method {sequential,ewc,mas,agem,multitask,all}
                [--no-cn | --both-cn] --seeds 1,2,3 --out DIR
 
+Every command's ``--help`` states each default once, marks required options and ends with
+example command lines; ``cnzsl --version`` prints the toolkit's version
+(:mod:`analysis.help_format`).
+
 Errors in the user's input (unknown data set or preset, missing file, existing outputs)
 end the command with one line on stderr, ``cnzsl: error: ...``, and exit status 2.
 
@@ -20,12 +24,13 @@ import argparse
 import signal
 import sys
 import threading
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from analysis.data import DataError
 from analysis.datasets import DATASETS
 from analysis.experiment import TrainRun, run_train
+from analysis.help_format import HelpFormatter, examples, package_version
 from analysis.model import PRESETS
 from analysis.normalization import ATTRIBUTE_NORMS
 from analysis.training import TrainConfig
@@ -53,7 +58,10 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help="train and evaluate a CN-ZSL model",
         description="Train a CN-ZSL model with the paper's recipe and report ZSL / GZSL accuracy. "
         "Without --data-root it uses the synthetic preset of --dataset (same sizes as the real set).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
+        epilog=examples("cnzsl train --dataset AWA1 --out runs/awa1-cn",
+                        "cnzsl train --dataset CUB --data-root data/xlsa17 --synthetic-features --seeds 1,2,3 "
+                        "--out runs/cub-semi"),
     )
     add_data_options(p, default_dataset="AWA1")
     p.add_argument("--preset", default="cn", help=f"ablation row: {', '.join(PRESETS)}")
@@ -75,7 +83,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--seen-logit-scale", type=float, default=None,
                    help="GZSL calibration factor on seen logits (default: 0.95; 1.0 on CUB)")
-    p.add_argument("--out", type=str, required=True, help="output folder for results.json, config.json, ...")
+    p.add_argument("--out", type=str, required=True, metavar="DIR",
+                   help="output folder for results.json, config.json, ...")
     p.add_argument("--no-save-model", action="store_true", help="do not write DIR/model.pt")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -105,7 +114,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{r['dataset']} ({r['data_source']}) · preset {r['preset']} · {r['epochs']} epochs · {r['device']}"
               f"{seeds}")
         for key, name in names.items():
-            spread = f" ± {r['std'][key]:4.1f}" if "std" in r else ""
+            std = r["std"][key] if "std" in r else None  # None: one seed, no spread to show
+            spread = f" ± {std:4.1f}" if std is not None else ""
             print(f"  {name:<11}{r[key]:6.1f}{spread} %")
         print(f"  {'train time':<11}{r['train_seconds']:6.1f} s" + (f" (all {len(r['seeds'])} seeds at once)" if seeds else ""),
               flush=True)
@@ -130,7 +140,9 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "czsl", help="continual zero-shot learning: methods with and without CN",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
+        epilog=examples("cnzsl czsl --dataset CUB --method sequential,ewc --both-cn --seeds 1,2,3 --out runs/czsl-cub",
+                        "cnzsl czsl --dataset SUN --protocol authors --out runs/czsl-sun-authors"),
         description="Continual zero-shot learning (docs/science.md section 6): tasks of classes learned in "
         "sequence by one single-head model, evaluated after each task on every class. Prints mean ± std "
         "over seeds of mSA, mUA, mH, mAUC, mJA and forgetting; writes DIR/czsl.json and DIR/czsl.png.",
@@ -150,7 +162,7 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
                    help="training epochs on each task (default: the protocol's, 5 or 10)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the protocol's, 256 or 32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--out", type=str, required=True, help="output folder for czsl.json and czsl.png")
+    p.add_argument("--out", type=str, required=True, metavar="DIR", help="output folder for czsl.json and czsl.png")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_czsl)
@@ -204,19 +216,15 @@ def _czsl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _version() -> str:
-    """The installed distribution's version (``cnzsl-toolkit`` in pyproject.toml)."""
-    try:
-        return version("cnzsl-toolkit")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed: pip install -e .)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cnzsl", description="Class Normalization for zero-shot learning: reference toolkit."
+        prog="cnzsl", description="Class Normalization for zero-shot learning: reference toolkit.",
+        formatter_class=HelpFormatter,
+        epilog=examples("cnzsl train --dataset AWA1 --out runs/awa1-cn", "cnzsl figures --list") + "\n\n"
+        "Every command's options, defaults and examples: cnzsl COMMAND --help",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the toolkit's version and exit")
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_train(subparsers)
     _add_czsl(subparsers)

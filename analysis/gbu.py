@@ -297,8 +297,8 @@ def load_gbu(root: str | os.PathLike, dataset: str) -> ZSLData:
             source="real",
             train=splits.train,
             val=splits.val,
-            provenance={"root": str(root), "att_splits": str(att_path),
-                        "res101": str(res_path)},
+            provenance={"root": os.path.abspath(root), "att_splits": os.path.abspath(att_path),
+                        "res101": os.path.abspath(res_path)},  # absolute: a record names its files
         )
     except DataError as err:
         raise DataError(f"{att_path}: {err}") from err

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from analysis.cli import parse_seeds
+from analysis.help_format import HelpFormatter, examples
 from figures.context import FigureContext
 from figures.registry import FIGURE_NAMES, figure_module, run_figures
 
@@ -35,22 +36,26 @@ def _figures(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``figures`` to the ``cnzsl`` command line."""
     p = subparsers.add_parser(
-        "figures", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "figures", formatter_class=HelpFormatter,
         help="regenerate the paper's figures and tables",
         description="Compute and draw the paper's figures (PNG and PDF) from synthetic data, or from the "
         "real GBU data under --data-root. Each figure caches its numbers in DIR/data/NAME.json, so "
         "--plot-only redraws without recomputing.",
+        epilog=examples("cnzsl figures --list", "cnzsl figures --fast --out runs/figures-fast",
+                        "cnzsl figures --only ablation_table --plot-only --overwrite --out runs/figures-fast"),
     )
     p.add_argument("--only", nargs="+", choices=FIGURE_NAMES, metavar="NAME",
                    help=f"figures to make (default: all): {', '.join(FIGURE_NAMES)}")
     p.add_argument("--fast", action="store_true", help="small budgets: a smoke run of a few minutes")
     p.add_argument("--data-root", type=Path, default=None,
                    help="GBU root with <DATASET>/att_splits.mat (and res101.mat); omitted: synthetic data")
-    p.add_argument("--datasets", nargs="+", metavar="NAME", help="restrict to these data sets")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="restrict to these data sets (default: all)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data generator")
     p.add_argument("--seeds", default="1,2,3", help="seeds averaged over where a figure trains models")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--out", type=str, default=None, help="output folder")
+    p.add_argument("--out", type=str, default=None, metavar="DIR",
+                   help="output folder for the figures, DIR/data/NAME.json and DIR/figures.json "
+                   "(required unless --list)")
     p.add_argument("--plot-only", action="store_true", help="redraw from the cached data in DIR/data")
     p.add_argument("--overwrite", action="store_true", help="replace figures and data already in --out")
     p.add_argument("--list", action="store_true", help="list the figures and exit")

@@ -116,6 +116,8 @@ class ProbeRun:
         object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         object.__setattr__(self, "compare", tuple(self.compare))
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", Path(self.data_root))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct integers, at least one, got {self.seeds}")

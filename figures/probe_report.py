@@ -39,7 +39,7 @@ def _ratio(pair: list[float], scale: float) -> str:
 
 def _metric(training: dict[str, Any], key: str) -> str:
     mean, std = training["mean_std"][key]
-    return f"{mean:.1f}" if len(training["seeds"]) == 1 else f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"  # std None (null): one seed
 
 
 def _median(values: list[float]) -> float:

@@ -4,6 +4,8 @@
 :mod:`figures.context`).  :func:`run_figures` computes each selected figure's cache and
 plots it, timing both, and records in ``out/figures.json`` what ran, how long and which
 files, one entry per figure, merged with what earlier runs into the same folder recorded.
+The log holds ``out``, the folder's absolute path; each entry's ``files`` are names inside it
+(relative to ``out``, so the log stays true when the folder is moved as a whole).
 """
 
 from __future__ import annotations
@@ -105,5 +107,7 @@ def _record(path: Path, rows: list[dict[str, Any]]) -> None:
             row = {**row, "compute_seconds": log[row["name"]]["compute_seconds"]}
         log[row["name"]] = row
     ordered = [log[n] for n in FIGURE_NAMES if n in log]
-    write_json(path, {"figures": ordered,
-                      "total_seconds": sum((r["compute_seconds"] or 0) + r["plot_seconds"] for r in ordered)})
+    write_json(path, {"out": path.parent, "figures": ordered,
+                      "total_seconds": sum((r["compute_seconds"] or 0) + r["plot_seconds"] for r in ordered)},
+               units={"figures[].compute_seconds": "seconds", "figures[].plot_seconds": "seconds",
+                      "total_seconds": "seconds"})

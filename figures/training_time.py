@@ -52,7 +52,9 @@ def compute(ctx: FigureContext) -> Path:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     write_json(ctx.cache_path(NAME), {"runs": runs, "device": str(device), "device_name": name,
                                       "published_seconds": PUBLISHED_SECONDS,
-                                      "provenance": ctx.provenance(choices, **settings)})
+                                      "provenance": ctx.provenance(choices, **settings)},
+               units={"runs.*.seconds": "seconds", "runs.*.seconds_per_recipe": "seconds",
+                      "published_seconds": "seconds"})
     return ctx.cache_path(NAME)
 
 

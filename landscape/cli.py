@@ -10,6 +10,7 @@ import argparse
 import math
 
 from analysis.cli import add_data_options
+from analysis.help_format import HelpFormatter, examples
 from landscape.comparison import MODEL_KINDS, LandscapeRun, run_landscape
 
 __all__ = ["register"]
@@ -39,11 +40,13 @@ def _landscape(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``landscape`` to the ``cnzsl`` command line."""
     p = subparsers.add_parser(
-        "landscape", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "landscape", formatter_class=HelpFormatter,
         help="compare the loss surfaces of a classifier and ZSL MLPs without/with CN",
         description="Train a traditional classifier, the ZSL MLP without CN and with CN on the same data; "
         "record gradient norm, top Hessian eigenvalue and effective beta-smoothness along training and "
         "final 2-D loss slices; write DIR/landscape.json and PNG plots.",
+        epilog=examples("cnzsl landscape --dataset AWA2 --epochs 5 --out runs/landscape",
+                        "cnzsl landscape --models mlp,cn --probe-every 50 --device cuda --out runs/landscape-gpu"),
     )
     add_data_options(p, default_dataset="AWA2")
     p.add_argument("--epochs", type=int, default=5, help="training epochs per model")
@@ -52,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--models", default=",".join(MODEL_KINDS), help="comma-separated subset of the models")
     p.add_argument("--probe-every", type=int, default=25, help="training steps between probes")
     p.add_argument("--slice-points", type=int, default=21, help="grid points per axis of the 2-D slices")
-    p.add_argument("--out", type=str, required=True, help="output folder")
+    p.add_argument("--out", type=str, required=True, metavar="DIR",
+                   help="output folder for landscape.json, trajectories.png, slices.png")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(handler=_landscape)

@@ -19,7 +19,8 @@ trajectories are exactly those of runs without probes.  CN layers are probed in 
 mode with the statistics of the classes passed in, never updating running statistics.
 
 Outputs in ``out``: ``landscape.json`` (config, environment, per model: trajectory,
-slice, summary), ``trajectories.png`` and ``slices.png``.  Nothing existing is
+slice, summary; losses in nats, times in seconds, as its ``units`` say), ``trajectories.png``
+and ``slices.png``.  Nothing existing is
 overwritten unless ``overwrite=True``.
 """
 
@@ -46,11 +47,17 @@ from landscape.objective import Batch, Objective, zsl_batches
 from landscape.santurkar import santurkar_measure
 from landscape.slices import filter_normalized_direction, loss_slice_2d, plot_slice_2d
 
-__all__ = ["MODEL_KINDS", "LandscapeRun", "TrajectoryProbe", "model_config", "run_landscape"]
+__all__ = ["MODEL_KINDS", "UNITS", "LandscapeRun", "TrajectoryProbe", "model_config", "run_landscape"]
 
 MODEL_KINDS = ("classifier", "mlp", "cn")
 OUTPUT_FILES = ("landscape.json", "trajectories.png", "slices.png")
 _LABELS = {"classifier": "traditional classifier", "mlp": "ZSL MLP, no CN", "cn": "ZSL MLP + CN"}
+UNITS = {  # of landscape.json (analysis.io.write_json); curvatures are in loss units, not listed
+    "models.*.summary.final_train_loss": "nats", "models.*.summary.train_seconds": "seconds",
+    "models.*.trajectory[].loss": "nats", "models.*.trajectory[].loss_min": "nats",
+    "models.*.trajectory[].loss_max": "nats", "models.*.trajectory[].seconds": "seconds",
+    "models.*.slice.losses": "nats",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class LandscapeRun:
         object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         object.__setattr__(self, "models", tuple(self.models))
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", Path(self.data_root))
         unknown = [m for m in self.models if m not in MODEL_KINDS]
         if unknown or not self.models:
             raise ValueError(f"unknown model kind(s) {unknown or self.models}; choose from {', '.join(MODEL_KINDS)}")
@@ -239,5 +248,5 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
         write_png(folder.stage("slices.png"), _slice_figure(results, slices, title))
         payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
                    "etas": list(etas), "models": results}
-        write_json(folder.stage("landscape.json"), payload)
+        write_json(folder.stage("landscape.json"), payload, units=UNITS)
     return payload

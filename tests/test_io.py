@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +95,15 @@ def test_write_json_round_trip(tmp_path):
     path = write_json(tmp_path / "sub" / "out.json", obj)
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n")
-    assert json.loads(text) == {
+    doc = json.loads(text)
+    assert [doc.pop(k) for k in ("schema_version", "complete")] == [1, True] and doc.pop("created")
+    assert doc == {
         "config": {"name": "run", "dims": [6, 6],
                    "inner": {"weights": [[1.0, 2.5], [3.0, -4.0]], "where": "/data/x.mat"},
                    "score": 0.5},
         "scalar_tensor": 3,
         "pair": [1, "two", [3.0]],
-        "path": str(Path("results") / "run1"),
+        "path": os.path.abspath(Path("results") / "run1"),  # recorded paths are absolute
         "np": {"i": 7, "f": 0.25, "b": True},
         "array": [0, 1, 2],
         "single": [9],

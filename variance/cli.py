@@ -27,6 +27,7 @@ import torch
 from analysis.data import ZSLData
 from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
 from analysis.gbu import dataset_dir, read_att_splits
+from analysis.help_format import HelpFormatter, examples
 from analysis.io import environment_info, write_json
 from analysis.output_folder import OutputFolder
 from analysis.synthetic import make_synthetic
@@ -103,7 +104,7 @@ def _attributes(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``variance`` and ``attributes`` to the ``cnzsl`` command line."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dataset", default=None,
                         help=f"data set(s), comma-separated, from {', '.join(DATASETS)} "
@@ -117,8 +118,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Check claims V1-V5 (normalize+scale, attributes normalization, "
                               "deep embedders, CN, the standardization Jacobian) by Monte Carlo over "
                               "random initializations; print the table, every row labelled claim, identity, expected-failure or "
-                              "observation, with a summary that counts each kind, and write DIR/variance.json.")
-    p.add_argument("--out", type=str, required=True, help="output folder for variance.json")
+                              "observation, with a summary that counts each kind, and write DIR/variance.json.",
+                              epilog=examples("cnzsl variance --dataset CUB --out runs/variance",
+                                              "cnzsl variance --data-root data/xlsa17 --num-inits 200 "
+                                              "--out runs/variance-real"))
+    p.add_argument("--out", type=str, required=True, metavar="DIR", help="output folder for variance.json")
     p.add_argument("--num-inits", type=int, default=100, help="random initializations per embedder row")
     p.add_argument("--width", type=int, default=1024, help="hidden width of the deep embedders")
     p.add_argument("--seed", type=int, default=0, help="seed of every Monte Carlo draw")
@@ -129,6 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               help="statistics of class-attribute matrices (claim V3)",
                               description="Per data set: D'Agostino-Pearson normality (chi2, p-value) per "
                               "attribute across classes, absolute correlations between attributes; "
-                              "medians and quartiles.")
+                              "medians and quartiles.",
+                              epilog=examples("cnzsl attributes --dataset CUB,SUN",
+                                              "cnzsl attributes --data-root data/xlsa17 --json"))
     a.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     a.set_defaults(handler=_attributes)

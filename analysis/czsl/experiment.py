@@ -4,8 +4,11 @@ Writes into ``out``: ``czsl.json`` (config, environment, per method and CN setti
 mean and standard deviation over seeds of every metric of
 :class:`analysis.czsl.metrics.CZSLSummary` in percent, under both definitions
 (``forgetting`` and ``forgetting_authors``, ``mUA`` and ``mUA_from_0``, ``mAUC`` and
-``mAUC_from_0``), plus every seed's per-task evaluations) and ``czsl.png`` (seen and
+``mAUC_from_0``), plus every seed's per-task evaluations, which are fractions in [0, 1]
+as :class:`analysis.czsl.metrics.TaskEvaluation` computes them) and ``czsl.png`` (seen and
 unseen accuracy after each task, mean over seeds, one line per method and CN setting).
+The two scales meet in one file, so its ``units`` mapping names the unit of every metric
+(:func:`czsl_units`); the std of a single seed is ``null``.
 The printed table shows the metrics under the definitions of the protocol that ran
 (:data:`TABLE_METRICS`).
 Existing outputs are never overwritten unless ``overwrite=True``.
@@ -21,15 +24,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from analysis.czsl.methods import MethodConfig, agem_memory_for
-from analysis.czsl.metrics import CZSLSummary
-from analysis.czsl.protocol import METHODS, PROTOCOLS, CZSLConfig, run_czsl
-from analysis.czsl.tasks import continual_split
+from analysis.czsl.metrics import CZSLSummary, TaskEvaluation
+from analysis.czsl.protocol import AGEM_MEMORY_BATCH, METHODS, PROTOCOLS, CZSLConfig, run_czsl
+from analysis.czsl.tasks import DEFAULT_NUM_TASKS, continual_split
 from analysis.datasets import canonical_dataset_name, load_dataset
-from analysis.experiment import mean_std
+from analysis.experiment import format_mean_std, mean_std
 from analysis.io import check_output_folder, environment_info, write_json, write_png
 from analysis.output_folder import OutputFolder
 
-__all__ = ["CZSLExperiment", "METRICS", "TABLE_METRICS", "format_czsl_table", "run_czsl_experiment"]
+__all__ = ["CZSLExperiment", "METRICS", "TABLE_METRICS", "czsl_units", "format_czsl_table", "run_czsl_experiment"]
 
 METRICS = tuple(f.name for f in fields(CZSLSummary))  # every metric, both definitions
 # the table's columns per protocol: (heading, metric); each protocol's own definitions
@@ -59,7 +62,7 @@ class CZSLExperiment:
     methods: tuple[str, ...] = METHODS
     cn_settings: tuple[bool, ...] = (True,)
     seeds: tuple[int, ...] = (1, 2, 3)
-    num_tasks: int | None = None  # None: 10 on CUB, 15 on SUN
+    num_tasks: int | None = None  # None: 10 on CUB, 15 on SUN (resolved on creation)
     protocol: str = "toolkit"  # analysis.czsl.protocol: "toolkit" or "authors"
     epochs_per_task: int | None = None  # None: the protocol's (5 toolkit, 10 authors)
     batch_size: int | None = None  # None: the protocol's (256 toolkit, 32 authors)
@@ -78,21 +81,40 @@ class CZSLExperiment:
             raise ValueError("seeds is empty; pass at least one seed, e.g. --seeds 1,2,3")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.num_tasks is None:  # resolved now, so that czsl.json records the default applied
+            if self.dataset not in DEFAULT_NUM_TASKS:
+                raise ValueError(f"no default number of tasks for {self.dataset}; pass num_tasks (--tasks N)")
+            object.__setattr__(self, "num_tasks", DEFAULT_NUM_TASKS[self.dataset])
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", Path(self.data_root))
         recipe = CZSLConfig(protocol=self.protocol, epochs_per_task=self.epochs_per_task, batch_size=self.batch_size)
         object.__setattr__(self, "epochs_per_task", recipe.epochs_per_task)  # resolved, and checked there
         object.__setattr__(self, "batch_size", recipe.batch_size)
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
+def _mean_std(values: list[float]) -> dict[str, float | None]:
     return dict(zip(("mean", "std"), mean_std(values)))
 
 
+def czsl_units() -> dict[str, str]:
+    """The ``units`` of czsl.json (:func:`analysis.io.write_json`): the seed-averaged rows and
+    each seed's summary in percent, each seed's per-task evaluations (``before`` training and
+    after every task) as fractions in [0, 1]."""
+    units = {f"rows[].{m}.{s}": "percent" for m in METRICS for s in ("mean", "std")}
+    units.update({f"rows[].per_seed[].summary.{m}": "percent" for m in METRICS})
+    for where in ("before", "evaluations[]"):
+        units.update({f"rows[].per_seed[].{where}.{f.name}": "fraction" for f in fields(TaskEvaluation)})
+    return units
+
+
 def format_czsl_table(rows: list[dict[str, Any]], protocol: str = "toolkit") -> str:
-    """Fixed-width table: method, CN, then mean ± std over seeds (percent) of the metrics
-    under ``protocol``'s definitions (:data:`TABLE_METRICS`), a line naming them first."""
+    """Fixed-width table: method, CN, then mean ± std over seeds (percent; the mean alone for
+    one seed) of the metrics under ``protocol``'s definitions (:data:`TABLE_METRICS`), a line
+    naming them first."""
     columns = TABLE_METRICS[protocol]
     header = ["method", "CN", *(heading for heading, _ in columns)]
-    lines = [[r["method"], "yes" if r["cn"] else "no", *(f"{r[m]['mean']:.1f} ± {r[m]['std']:.1f}" for _, m in columns)] for r in rows]
+    lines = [[r["method"], "yes" if r["cn"] else "no", *(format_mean_std(r[m]["mean"], r[m]["std"]) for _, m in columns)]
+             for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     out = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in lines]
@@ -125,7 +147,8 @@ def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
     with OutputFolder(exp.out, OUTPUT_FILES, marker="czsl.json", overwrite=exp.overwrite) as folder:
         data = load_dataset(exp.dataset, data_root=exp.data_root, synthetic_features=exp.synthetic_features,
                             seed=exp.data_seed)
-        methods_config = MethodConfig(agem_memory_per_class=agem_memory_for(exp.dataset))
+        methods_config = MethodConfig(agem_memory_per_class=agem_memory_for(exp.dataset),
+                                      agem_memory_batch=AGEM_MEMORY_BATCH[exp.protocol])  # what CZSLConfig resolves
         runs = [(m, cn, s) for m in exp.methods for cn in exp.cn_settings for s in exp.seeds]
         results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
         for method, cn, seed in tqdm(runs, desc="czsl", unit="run", disable=not exp.progress):
@@ -148,5 +171,5 @@ def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
         write_png(folder.stage("czsl.png"), _figure(rows, title))
         payload = {"config": exp, "data": data.summary(), "methods_config": methods_config,
                    "environment": environment_info(exp.device), "rows": rows}
-        write_json(folder.stage("czsl.json"), payload)
+        write_json(folder.stage("czsl.json"), payload, units=czsl_units())
     return payload
