@@ -20,12 +20,16 @@ The loop itself is :func:`analysis.recipe_loop.fit`, shared with the many-seeds 
 in a CUDA graph and replays it, which removes the per-step launch and Python overhead
 that dominates this tiny model; the plain loop runs on the CPU and whenever an
 ``on_step`` callback is given.
+
+``on_step`` takes one callback or a sequence of them (a recorder and a probe in one run):
+after each optimizer step they are called in the order given, all with the same
+:class:`StepInfo`; an empty sequence is no callback.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,7 +40,7 @@ from analysis.model import AttributeEmbedderModel, ClassifierConfig, EmbedderCon
 from analysis.normalization import ATTRIBUTE_NORMS, normalize_attributes
 from analysis.recipe_loop import FAST_PATHS, fit
 
-__all__ = ["History", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
+__all__ = ["History", "OnStep", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -101,6 +105,30 @@ class StepInfo:
     attributes: Tensor  # normalized seen-class attributes [K_s, d_a]
 
 
+OnStep = Callable[[StepInfo], None]  # an ``on_step`` callback
+
+
+def _callbacks(on_step: OnStep | Sequence[OnStep] | None) -> list[OnStep]:
+    """``on_step`` as a list of callbacks: ``None`` -> ``[]``, a callable -> ``[it]``, a sequence as given.
+
+    Raises:
+        TypeError: ``on_step`` is neither ``None``, a callable nor a list or tuple of callables.
+    """
+    if on_step is None:
+        return []
+    if callable(on_step):
+        return [on_step]
+    if not isinstance(on_step, (list, tuple)):
+        raise TypeError(
+            f"on_step must be a callable f(StepInfo), a list or tuple of them, or None, got "
+            f"{type(on_step).__name__}"
+        )
+    bad = [f"{i}: {type(f).__name__}" for i, f in enumerate(on_step) if not callable(f)]
+    if bad:
+        raise TypeError(f"every on_step callback must be callable f(StepInfo); not callable at index {', '.join(bad)}")
+    return list(on_step)
+
+
 def _check_device_name(device: str | torch.device) -> None:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with a non-negative integer N, else a ValueError."""
     name = str(device)
@@ -143,7 +171,7 @@ def train(
     data: ZSLData,
     config: TrainConfig = TrainConfig(),
     *,
-    on_step: Callable[[StepInfo], None] | None = None,
+    on_step: OnStep | Sequence[OnStep] | None = None,
 ) -> History:
     """Train ``model`` in place on ``data.trainval`` with the recipe in ``config``.
 
@@ -151,11 +179,17 @@ def train(
         model: any model of the protocol ``model(features, attributes) -> logits``.
         data: the data set (moved to the device for the run; the caller's copy is untouched).
         config: the recipe.
-        on_step: optional callback after each step (for probes that record a trajectory).
+        on_step: optional callback after each step (for probes that record a trajectory), or
+            a list or tuple of callbacks, called in that order with the same :class:`StepInfo`;
+            ``[]`` is the same as ``None``.
 
     Returns:
         The :class:`History`; the model is left on the device in training mode.
+
+    Raises:
+        TypeError: ``on_step`` is not a callable, a list or tuple of callables, or ``None``.
     """
+    callbacks = _callbacks(on_step)
     device = resolve_device(config.device)
     data = data.to(device)
     model.to(device).train()
@@ -170,10 +204,12 @@ def train(
         return nn.functional.cross_entropy(model(features[rows], attributes), targets[rows])
 
     def callback(step: int, epoch: int, loss: Tensor, rows: Tensor) -> None:
-        on_step(StepInfo(step, epoch, loss, model, features[rows], targets[rows], attributes))
+        info = StepInfo(step, epoch, loss, model, features[rows], targets[rows], attributes)
+        for f in callbacks:  # in the order given
+            f(info)
 
     log = fit(model.parameters(), step_loss, lambda: torch.randperm(n, generator=shuffle), n, config, device,
-              on_step=None if on_step is None else callback)
+              on_step=callback if callbacks else None)
     return History(loss=[float(x) for x in log.loss], epoch_seconds=log.epoch_seconds, seconds=log.seconds,
                    device=str(device), steps=log.steps, path=log.path)
 
@@ -182,7 +218,7 @@ def train_model(
     config: EmbedderConfig | ClassifierConfig,
     data: ZSLData,
     train_config: TrainConfig = TrainConfig(),
-    **kwargs: Callable[[StepInfo], None] | None,
+    **kwargs: OnStep | Sequence[OnStep] | None,
 ) -> tuple[nn.Module, History]:
     """Build the model of ``config`` with ``train_config.seed`` and :func:`train` it."""
     model = build_model(config, train_config.seed)

@@ -28,7 +28,7 @@ from variance.normalize_scale import (
     predicted_logit_variance,
     unit_variance_gamma,
 )
-from variance.profiler import LayerStatistics, VarianceRecorder, profile_at_init, profile_layers
+from variance.profiler import LayerStatistics, VarianceRecorder, profile_at_init, profile_layers, prototypes_entry
 from variance.prototype_variance import (
     PrototypeMoments,
     check_v2,
@@ -70,5 +70,5 @@ __all__ = [
     "format_variance_table", "iter_draws", "mean_estimate", "measure_prototype_moments",
     "predicted_cosine_variance", "predicted_gradient_norm_sq", "predicted_hidden_norm_sq", "predicted_logit_variance",
     "predicted_prototype_variance", "predicted_raw_logit_variance", "predicted_standardization_gradient", "profile_at_init",
-    "profile_layers", "unit_variance_gamma", "variance_estimate", "variance_report",
+    "profile_layers", "prototypes_entry", "unit_variance_gamma", "variance_estimate", "variance_report",
 ]
