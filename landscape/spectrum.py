@@ -46,13 +46,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from analysis.checkpoint import load_checkpoint
-from analysis.data import DataError
+from analysis.data import DataError, ZSLData
 from analysis.datasets import canonical_dataset_name, load_dataset
 from analysis.io import check_output_folder, environment_info, refuse_to_overwrite, write_json, write_png
 from analysis.model import AttributeEmbedderModel, LinearClassifier
 from analysis.normalization import ATTRIBUTE_NORMS
 from analysis.output_folder import OutputFolder
 from analysis.probe_mode import check_statistics
+from analysis.user_model import check_model
 from landscape.distributed import Session, ShardedObjective, distributed_session
 from landscape.hutchinson import hutchinson_trace, hutchpp_trace
 from landscape.hvp import HessianOperator, gradient_norms_by_layer
@@ -78,7 +79,7 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> None:
 class SpectrumRun:
     """Everything ``cnzsl spectrum`` needs; the data options default to the checkpoint's own."""
 
-    checkpoint: Path  # DIR/model.pt written by `cnzsl train`
+    checkpoint: Path  # DIR/model.pt written by `cnzsl train` (or save_checkpoint(..., builder=spec))
     out: Path  # output folder for spectrum.json and spectrum.png
     data_root: Path | None = None  # GBU root; None: the one the checkpoint was trained on
     dataset: str | None = None  # None: the checkpoint's
@@ -162,17 +163,22 @@ def _data_options(run: SpectrumRun, metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_fits(model: nn.Module, path: Path, attribute_dim: int, feature_dim: int, num_seen: int) -> None:
-    config = model.config
+def _check_fits(model: nn.Module, path: Path, data: ZSLData) -> None:
+    """The model takes the data's attributes and features (one line naming both otherwise)."""
+    attribute_dim, feature_dim, num_seen = data.attribute_dim, data.feature_dim, int(data.seen_classes.numel())
+    config = getattr(model, "config", None)
     if isinstance(model, AttributeEmbedderModel):
         expected = (config.attribute_dim, config.feature_dim)
         if expected != (attribute_dim, feature_dim):
             raise ValueError(f"{path} embeds {config.attribute_dim}-d attributes into {config.feature_dim}-d features, "
                              f"but the data has {attribute_dim}-d attributes and {feature_dim}-d features; pass the "
                              "data it was trained on (--dataset, --data-root)")
-    elif isinstance(model, LinearClassifier) and (config.num_classes, config.feature_dim) != (num_seen, feature_dim):
-        raise ValueError(f"{path} classifies {config.feature_dim}-d features into {config.num_classes} classes, but "
-                         f"the data has {feature_dim}-d features and {num_seen} seen classes")
+    elif isinstance(model, LinearClassifier):
+        if (config.num_classes, config.feature_dim) != (num_seen, feature_dim):
+            raise ValueError(f"{path} classifies {config.feature_dim}-d features into {config.num_classes} classes, "
+                             f"but the data has {feature_dim}-d features and {num_seen} seen classes")
+    else:  # a researcher's model, rebuilt by its builder: the contract's checks on two samples
+        check_model(model, data.features[data.trainval[:2]], data.attributes[data.seen_classes], name=str(path))
 
 
 def _setup(run: SpectrumRun, session: Session) -> _Setup:
@@ -180,7 +186,7 @@ def _setup(run: SpectrumRun, session: Session) -> _Setup:
     options = _data_options(run, metadata)
     data = load_dataset(options["dataset"], data_root=options["data_root"],
                         synthetic_features=options["synthetic_features"], seed=options["data_seed"])
-    _check_fits(model, run.checkpoint, data.attribute_dim, data.feature_dim, int(data.seen_classes.numel()))
+    _check_fits(model, run.checkpoint, data)
     dtype = DTYPES[run.dtype]
     model = model.to(device=session.device, dtype=dtype)
     shard = (session.rank, session.world_size) if session.sharded else None

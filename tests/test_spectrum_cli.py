@@ -146,3 +146,19 @@ def test_bad_options_are_one_line_before_any_product(args, message, checkpoint, 
     assert main(["spectrum", "--checkpoint", str(checkpoint), *BUDGET, *args, "--out", str(out)]) == 2
     assert message in _error(capsys)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_researchers_model_saved_with_its_builder(tmp_path, monkeypatch, capsys):
+    """A model of the contract (examples/residual_layernorm.py) saved with its builder and the
+    data it was trained on: the command rebuilds it and probes it like a preset."""
+    from analysis.user_model import resolve_model
+
+    monkeypatch.chdir(REPO)
+    spec = resolve_model("examples/residual_layernorm.py:ResidualLayerNormEmbedder", {"width": 8, "depth": 1})
+    model = spec.build(64, 2048, generator=torch.Generator().manual_seed(0))
+    path = save_checkpoint(tmp_path / "model.pt", model, {"run": {"dataset": "APY"}}, builder=spec, dims=(64, 2048))
+    out = tmp_path / "out"
+    assert main(["spectrum", "--checkpoint", str(path), *BUDGET, "--out", str(out)]) == 0
+    result = json.loads((out / "spectrum.json").read_text())
+    assert result["model"]["type"] == "ResidualLayerNormEmbedder" and len(result["top_eigenvalues"]) == 2
+    assert "ResidualLayerNormEmbedder" in capsys.readouterr().out
