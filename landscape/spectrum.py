@@ -223,10 +223,10 @@ def _generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + stream)
 
 
-def _block_probes(run: SpectrumRun, objective: Objective, batches: list[Batch], counter: _Counter,
-                  offset: int, bar: tqdm, label: str) -> dict[str, Any]:
-    """Top eigenvalues and trace of the Hessian block of ``objective``'s parameters."""
-    op = HessianOperator(objective, batches)
+def _block_probes(run: SpectrumRun, op: HessianOperator, counter: _Counter, offset: int, bar: tqdm,
+                  label: str) -> dict[str, Any]:
+    """Top eigenvalues and trace of ``op``, the Hessian block of its objective's parameters."""
+    objective = op.objective
     matvec, n = counter.wrap(op), objective.num_parameters
     kw = {"dtype": objective.dtype, "device": objective.device}
     bar.set_description(f"{label}: lanczos")
@@ -271,19 +271,20 @@ def _probe(run: SpectrumRun, setup: _Setup, session: Session) -> dict[str, Any]:
         loss = float(objective.mean_loss(objective.params(), batches))
         norms = gradient_norms_by_layer(model, batches, objective=objective)
         result: dict[str, Any] = {"loss": loss, "gradient_norm": norms["total"]}
-        result.update(_block_probes(run, objective, batches, counter, 0, bar, "model"))
+        op = HessianOperator(objective, batches)  # one gradient graph for the whole model's probes
+        result.update(_block_probes(run, op, counter, 0, bar, "model"))
         bar.set_description("model: density")
-        op = HessianOperator(objective, batches)
         density = spectral_density(counter.wrap(op), n, num_probes=run.density_probes, num_steps=steps,
                                    generator=_generator(run.seed, STREAMS["density"]),
                                    dtype=objective.dtype, device=objective.device)
         result["density"] = {"nodes": density.nodes.tolist(), "weights": density.weights.tolist(),
                              "num_matvecs": density.num_matvecs, "steps": steps,
                              "moment1": _estimate(density.moment(1)), "moment2": _estimate(density.moment(2))}
+        del op  # frees its graph before the blocks build theirs
         layers = {}
         for i, (group, names) in enumerate(groups.items()):
-            sub = make(model, parameters=names, statistics=run.statistics)
-            layers[group] = {**_block_probes(run, sub, batches, counter, 3 * (i + 1), bar, group),
+            block = HessianOperator(make(model, parameters=names, statistics=run.statistics), batches)
+            layers[group] = {**_block_probes(run, block, counter, 3 * (i + 1), bar, group),
                              "gradient_norm": norms[group]}
         if layers:
             result["layers"] = layers
