@@ -314,6 +314,8 @@ def _figure(result: dict[str, Any], title: str):
     ax = plot_spectral_density(density, axes[0], label="SLQ density")
     for j, value in enumerate(result["top_eigenvalues"]):
         ax.axvline(value, color="C3", lw=0.8, ls="--", label="top eigenvalues (Lanczos)" if j == 0 else None)
+    top = ax.get_ylim()[1]
+    ax.set_ylim(bottom=top * 1e-12)  # the Gaussian tails between separated nodes fall to 1e-40: not information
     trace = result["trace"]
     ax.set_title(f"{title}\ntr(H) = {trace['value']:.4g} ± {trace['stderr']:.2g}, "
                  f"||g|| = {result['gradient_norm']:.3g}", fontsize=9)
@@ -374,7 +376,9 @@ def run_spectrum(run: SpectrumRun) -> dict[str, Any] | None:
             "settings": run,
             "environment": environment_info(session.device),
         }
-        title = f"{setup.data['name']} ({setup.data['source']}) {run.split}, {output['model']['type']}"
+        trained = setup.metadata.get("run") if isinstance(setup.metadata.get("run"), dict) else {}
+        label = f"preset {trained['preset']}" if trained.get("preset") else output["model"]["type"]
+        title = f"{setup.data['name']} ({setup.data['source']}) {run.split}, {label}"
         write_png(folder.stage("spectrum.png"), _figure(output, title))
         write_json(folder.stage("spectrum.json"), output)  # the marker: published last
     return output
