@@ -62,7 +62,12 @@ def probe_all(objective: Objective, batches: list) -> dict[str, object]:
     top = lanczos_top_eigenvalues(op.matvec, n, k=3, generator=torch.Generator().manual_seed(0))
     density = spectral_density(op.matvec, n, num_probes=2, num_steps=12, generator=torch.Generator().manual_seed(2),
                                **kw)
+    leaves = tuple(p.requires_grad_(True) for p in objective.params())
+    share = objective.flatten(torch.autograd.grad(objective.mean_loss(leaves, batches), leaves))
+    if isinstance(objective, ShardedObjective):  # differentiating the sharded loss gives this rank's share
+        torch.distributed.all_reduce(share)
     return {
+        "autograd_gradient": share,
         "loss": float(objective.mean_loss(objective.params(), batches)),
         "gradient": objective.flatten(objective.gradient(objective.params(), batches)).clone(),
         "gradient_norms": gradient_norms_by_layer(objective.model, batches, objective=objective),
