@@ -158,12 +158,13 @@ def build_model(config: EmbedderConfig | ClassifierConfig, seed: int) -> nn.Modu
     raise TypeError(f"expected an EmbedderConfig or ClassifierConfig, got {type(config).__name__}")
 
 
-def seen_targets(data: ZSLData) -> Tensor:
-    """trainval labels remapped to 0..K_s-1, the column order of the seen classes."""
+def seen_targets(data: ZSLData, indices: Tensor | None = None) -> Tensor:
+    """Labels of the samples ``indices`` (default ``data.trainval``) remapped to 0..K_s-1,
+    the column order of the seen classes; a sample of an unseen class maps to -1."""
     to_seen = torch.full((data.num_classes,), -1, dtype=torch.int64, device=data.device)
     seen = data.seen_classes
     to_seen[seen] = torch.arange(seen.numel(), device=data.device)
-    return to_seen[data.labels[data.trainval]]
+    return to_seen[data.labels[data.trainval if indices is None else indices]]
 
 
 def train(

@@ -45,7 +45,7 @@ def _option_blocks(text: str) -> dict[str, str]:
 
 
 def test_every_command_is_checked():
-    assert set(COMMANDS) == {"train", "czsl", "variance", "attributes", "landscape", "figures", "probe"}
+    assert set(COMMANDS) == {"train", "czsl", "variance", "attributes", "landscape", "spectrum", "figures", "probe"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
