@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from analysis.cli import add_data_options
+from analysis.cli import add_data_options, outcome
 from analysis.help_format import HelpFormatter, examples
 from landscape.comparison import MODEL_KINDS, LandscapeRun, run_landscape
 
@@ -23,16 +23,19 @@ def _landscape(args: argparse.Namespace) -> int:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()), probe_every=args.probe_every,
         slice_points=args.slice_points, overwrite=args.overwrite, progress=not args.no_progress,
     )
-    result = run_landscape(run)
-    data = result["data"]
-    print(f"{data['name']} ({data['source']}) · {run.epochs} epochs · probes every {run.probe_every} steps")
-    header = f"  {'model':<24}{'median ||g||':>14}{'max top eig.':>14}{'median beta':>14}{'probes':>8}{'final loss':>12}"
-    print(header)
-    for kind, r in result["models"].items():
-        s = r["summary"]
-        beta = "nan" if math.isnan(s["median_effective_beta"]) else f"{s['median_effective_beta']:.4g}"
-        print(f"  {r['label']:<24}{s['median_gradient_norm']:>14.4g}{s['max_top_eigenvalue']:>14.4g}"
-              f"{beta:>14}{s['probes']:>8}{s['final_train_loss']:>12.4f}")
+    def report(result: dict) -> None:
+        data = result["data"]
+        print(f"{data['name']} ({data['source']}) · {run.epochs} epochs · probes every {run.probe_every} steps")
+        header = f"  {'model':<24}{'median ||g||':>14}{'max top eig.':>14}{'median beta':>14}{'probes':>8}{'final loss':>12}"
+        print(header)
+        for kind, r in result["models"].items():
+            s = r["summary"]
+            beta = "nan" if math.isnan(s["median_effective_beta"]) else f"{s['median_effective_beta']:.4g}"
+            print(f"  {r['label']:<24}{s['median_gradient_norm']:>14.4g}{s['max_top_eigenvalue']:>14.4g}"
+                  f"{beta:>14}{s['probes']:>8}{s['final_train_loss']:>12.4f}", flush=True)
+        outcome(args).results_printed = True
+
+    run_landscape(run, report=report)
     print(f"wrote {run.out}/landscape.json, trajectories.png, slices.png")
     return 0
 
