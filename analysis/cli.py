@@ -135,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         seeds=None if args.seeds is None else parse_seeds(args.seeds),
         save_model=not args.no_save_model, overwrite=args.overwrite,
     )
+
     def report(r: dict) -> None:
         names = {"zsl_unseen": "ZSL-U", "gzsl_unseen": "GZSL-U", "gzsl_seen": "GZSL-S",
                  "gzsl_harmonic": "GZSL-H", "ausuc": "AUSUC"}
@@ -228,6 +229,7 @@ def _czsl(args: argparse.Namespace) -> int:
         epochs_per_task=args.epochs_per_task, batch_size=args.batch_size,
         device=str(resolve_device(args.device)), overwrite=args.overwrite, progress=not args.no_progress,
     )
+
     def report(result: dict) -> None:
         data = result["data"]
         print(f"{data['name']} ({data['source']}) · seeds {args.seeds} · {exp.protocol} protocol · "
