@@ -71,10 +71,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
     Returns:
         The destination as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: the file system refused (disk full, read-only, permissions): the system's
+            errno and reason with ``filename`` the destination ``path`` (not the temporary
+            file, and also when the failing call was a bare ``write`` that names no file),
+            raised without the chain of follow-up errors (a torn ``torch.save`` adds its
+            own); nothing is left at ``path`` beyond what was there before.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -82,6 +92,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        # ENOSPC from write() names no file, and torch.save wraps it in follow-up errors
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

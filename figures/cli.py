@@ -8,12 +8,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.cli import parse_seeds
+from analysis.cli import outcome, parse_seeds
 from analysis.help_format import HelpFormatter, examples
 from figures.context import FigureContext
-from figures.registry import FIGURE_NAMES, figure_module, run_figures
+from figures.registry import FIGURE_NAMES, figure_module, run_figures, select_figures
 
 __all__ = ["register"]
+
+
+def _written(out: Path, names: tuple[str, ...], published: list[str]) -> str:
+    """What an interrupted or failed run left in ``out``: the figures it finished, and how
+    to make the others."""
+    rest = [name for name in names if name not in published]
+    done = (f"{', '.join(published)} written to {out} (listed in figures.json)" if published
+            else f"no figure was written to {out}")
+    return f"{done}; not written: {', '.join(rest)}; make them with --only {' '.join(rest)}" if rest else done
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -28,7 +37,9 @@ def _figures(args: argparse.Namespace) -> int:
     ctx = FigureContext(out=args.out, fast=args.fast, data_root=args.data_root, device=args.device,
                         seeds=parse_seeds(args.seeds), data_seed=args.data_seed, progress=not args.no_progress,
                         only_datasets=tuple(args.datasets or ()))
-    summary = run_figures(ctx, args.only or FIGURE_NAMES, plot_only=args.plot_only, overwrite=args.overwrite)
+    names, published = select_figures(args.only or FIGURE_NAMES), []
+    outcome(args).written = lambda: _written(ctx.out, names, published)
+    summary = run_figures(ctx, names, plot_only=args.plot_only, overwrite=args.overwrite, published=published)
     print(f"{len(summary['figures'])} figures in {summary['total_seconds']:.0f} s; wrote {ctx.out}/figures.json")
     return 0
 

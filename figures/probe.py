@@ -18,10 +18,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from analysis.cli import add_data_options, parse_seeds
+from analysis.cli import add_data_options, outcome, parse_seeds
 from analysis.help_format import HelpFormatter, examples
 from analysis.datasets import load_dataset
 from analysis.io import atomic_write, environment_info, to_jsonable, write_json
@@ -57,10 +58,13 @@ def _specs(run: ProbeRun) -> list[ModelSpec]:
     return specs
 
 
-def run_probe(run: ProbeRun, data: Any = None) -> dict[str, Any]:
+def run_probe(run: ProbeRun, data: Any = None,
+              report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Check, train and probe every model of ``run``; write the outputs (module docstring).
 
-    ``data`` replaces the data set named in ``run`` (custom data, tests).
+    ``data`` replaces the data set named in ``run`` (custom data, tests).  ``report(payload)``
+    (if given) is called with the content of ``probe.json`` before any file is written, so a
+    failed write (a full disk) cannot lose what the run measured.
 
     Returns:
         The content of ``probe.json``.
@@ -90,6 +94,8 @@ def run_probe(run: ProbeRun, data: Any = None) -> dict[str, Any]:
         payload = {"models": models, "settings": settings, "data": data.summary(),
                    "environment": environment_info(device), "seconds": time.perf_counter() - start}
         payload = to_jsonable(payload)  # the JSON types probe.json holds: the views see what is written
+        if report is not None:
+            report(payload)
         write_json(folder.stage("probe.json"), payload, units=UNITS)
         table = probe_markdown(payload).encode("utf-8")
         atomic_write(folder.stage("probe.md"), lambda f: f.write(table))
@@ -119,8 +125,11 @@ def _probe(args: argparse.Namespace) -> int:
         data_seed=args.data_seed, seeds=parse_seeds(args.seeds), device=args.device, fast=args.fast,
         overwrite=args.overwrite, progress=not args.no_progress, **{**budget, **chosen},
     )
-    payload = run_probe(run)
-    print(probe_markdown(payload), end="")
+    def report(payload: dict[str, Any]) -> None:
+        print(probe_markdown(payload), end="", flush=True)
+        outcome(args).results_printed = True
+
+    payload = run_probe(run, report=report)
     print(f"wrote {run.out}/probe.json, probe.md, probe.png, probe.pdf ({payload['seconds']:.0f} s)")
     return 0
 

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.cli import add_data_options
+from analysis.cli import add_data_options, outcome
 from analysis.data import DataError
 from analysis.help_format import HelpFormatter, examples
 from landscape.comparison import MODEL_KINDS, LandscapeRun, run_landscape
@@ -36,16 +36,19 @@ def _landscape(args: argparse.Namespace) -> int:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()), probe_every=args.probe_every,
         slice_points=args.slice_points, overwrite=args.overwrite, progress=not args.no_progress,
     )
-    result = run_landscape(run)
-    data = result["data"]
-    print(f"{data['name']} ({data['source']}) · {run.epochs} epochs · probes every {run.probe_every} steps")
-    header = f"  {'model':<24}{'median ||g||':>14}{'max top eig.':>14}{'median beta':>14}{'probes':>8}{'final loss':>12}"
-    print(header)
-    for kind, r in result["models"].items():
-        s = r["summary"]
-        beta = "nan" if math.isnan(s["median_effective_beta"]) else f"{s['median_effective_beta']:.4g}"
-        print(f"  {r['label']:<24}{s['median_gradient_norm']:>14.4g}{s['max_top_eigenvalue']:>14.4g}"
-              f"{beta:>14}{s['probes']:>8}{s['final_train_loss']:>12.4f}")
+    def report(result: dict) -> None:
+        data = result["data"]
+        print(f"{data['name']} ({data['source']}) · {run.epochs} epochs · probes every {run.probe_every} steps")
+        header = f"  {'model':<24}{'median ||g||':>14}{'max top eig.':>14}{'median beta':>14}{'probes':>8}{'final loss':>12}"
+        print(header)
+        for kind, r in result["models"].items():
+            s = r["summary"]
+            beta = "nan" if math.isnan(s["median_effective_beta"]) else f"{s['median_effective_beta']:.4g}"
+            print(f"  {r['label']:<24}{s['median_gradient_norm']:>14.4g}{s['max_top_eigenvalue']:>14.4g}"
+                  f"{beta:>14}{s['probes']:>8}{s['final_train_loss']:>12.4f}", flush=True)
+        outcome(args).results_printed = True
+
+    run_landscape(run, report=report)
     print(f"wrote {run.out}/landscape.json, trajectories.png, slices.png")
     return 0
 
@@ -65,7 +68,11 @@ def _spectrum(args: argparse.Namespace) -> int:
             dtype=args.dtype, seed=args.seed, device=args.device, timeout=args.timeout,
             overwrite=args.overwrite, progress=not args.no_progress,
         )
-        result = run_spectrum(run)
+        def report(result: dict) -> None:
+            _print_spectrum(result, run)
+            outcome(args).results_printed = True
+
+        result = run_spectrum(run, report=report)
     except SetupFailed as err:  # some rank's setup failed: printed once, by the first failed rank and rank 0
         if not err.quiet:
             print(f"{prefix}{err}", file=sys.stderr)
@@ -74,13 +81,14 @@ def _spectrum(args: argparse.Namespace) -> int:
         print(f"{prefix}{err}", file=sys.stderr)
         return 1
     except (DataError, ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+        if isinstance(err, OSError) and outcome(args).results_printed:
+            raise  # a failed write after the report: the command's edge says what was kept
         # raised before the processes met, from the same input on every rank: rank 0 speaks for all
         if rank == 0:
             print(f"{prefix}{err}", file=sys.stderr)
         return 2
-    if result is None:  # not rank 0
-        return 0
-    _print_spectrum(result, run)
+    if result is not None:  # rank 0 printed before writing
+        print(f"wrote {run.out}/spectrum.json, spectrum.png")
     return 0
 
 
@@ -106,7 +114,6 @@ def _print_spectrum(result: dict, run: SpectrumRun) -> None:
               f"{lt['value']:.4g} ± {lt['stderr']:.2g}  ||grad|| {layer['gradient_norm']:.4g}")
     print(f"  {result['num_hvps']} Hessian-vector products, {result['hvp_seconds_mean']:.3g} s each, "
           f"{result['seconds']:.1f} s in all")
-    print(f"wrote {run.out}/spectrum.json, spectrum.png")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

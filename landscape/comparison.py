@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,10 +198,13 @@ def _slice_figure(results: dict[str, dict[str, Any]], slices: dict[str, Any], ti
     return fig
 
 
-def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, Any]:
+def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
+                  report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train the models of ``run``, probe them, slice them, write the outputs.
 
     ``data`` replaces the data set named in ``run`` (for custom data and tests).
+    ``report(payload)`` (if given) is called with the content of ``landscape.json`` before
+    any file is written, so a failed write (a full disk) cannot lose what the run measured.
 
     Returns:
         The content of ``landscape.json``.
@@ -244,9 +248,11 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
                           "losses": slices[kind].losses.tolist()},
             }
         title = f"{data.name} ({data.source}), {run.epochs} epochs, seed {run.seed}"
-        write_png(folder.stage("trajectories.png"), _trajectory_figure(results, title))
-        write_png(folder.stage("slices.png"), _slice_figure(results, slices, title))
         payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
                    "etas": list(etas), "models": results}
+        if report is not None:
+            report(payload)
+        write_png(folder.stage("trajectories.png"), _trajectory_figure(results, title))
+        write_png(folder.stage("slices.png"), _slice_figure(results, slices, title))
         write_json(folder.stage("landscape.json"), payload, units=UNITS)
     return payload

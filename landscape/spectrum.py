@@ -328,8 +328,11 @@ def _figure(result: dict[str, Any], title: str):
     return fig
 
 
-def run_spectrum(run: SpectrumRun) -> dict[str, Any] | None:
+def run_spectrum(run: SpectrumRun, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
     """Measure the spectrum of ``run`` and write its outputs (module docstring).
+
+    ``report(output)`` (if given) is called on rank 0 with the content of ``spectrum.json``
+    before any file is written, so a failed write loses nothing the user needs to read.
 
     Every process checks its setup (checkpoint, data, shard, and on rank 0 the output
     folder) before any product, and all of them stop if one fails
@@ -379,6 +382,8 @@ def run_spectrum(run: SpectrumRun) -> dict[str, Any] | None:
         trained = setup.metadata.get("run") if isinstance(setup.metadata.get("run"), dict) else {}
         label = f"preset {trained['preset']}" if trained.get("preset") else output["model"]["type"]
         title = f"{setup.data['name']} ({setup.data['source']}) {run.split}, {label}"
+        if report is not None:
+            report(output)
         write_png(folder.stage("spectrum.png"), _figure(output, title))
         write_json(folder.stage("spectrum.json"), output)  # the marker: published last
     return output

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.cli import outcome
 from analysis.data import ZSLData
 from analysis.datasets import DATASETS, canonical_dataset_name, load_dataset
 from analysis.gbu import dataset_dir, read_att_splits
@@ -72,7 +73,8 @@ def _variance(args: argparse.Namespace) -> int:
         rows += training_rows(data_seed=args.data_seed)
         print(format_variance_table(rows))
         summary = format_summary(rows)
-        print(f"{summary} · {time.perf_counter() - start:.1f} s")
+        print(f"{summary} · {time.perf_counter() - start:.1f} s", flush=True)
+        outcome(args).results_printed = True  # before variance.json is written
         write_json(folder.stage("variance.json"), {
             "config": {"datasets": names, "data_root": args.data_root, "num_inits": args.num_inits,
                        "width": args.width, "seed": args.seed, "data_seed": args.data_seed},

@@ -17,6 +17,7 @@ Existing outputs are never overwritten unless ``overwrite=True``.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,13 @@ def _figure(rows: list[dict[str, Any]], title: str):
     return fig
 
 
-def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
-    """Run every method x CN setting x seed of ``exp`` and write the outputs (module docstring)."""
+def run_czsl_experiment(exp: CZSLExperiment,
+                        report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run every method x CN setting x seed of ``exp`` and write the outputs (module docstring).
+
+    ``report(payload)`` (if given) is called with the content of ``czsl.json`` before any file
+    is written, so a failed write (a full disk) cannot lose what the run measured.
+    """
     with OutputFolder(exp.out, OUTPUT_FILES, marker="czsl.json", overwrite=exp.overwrite) as folder:
         data = load_dataset(exp.dataset, data_root=exp.data_root, synthetic_features=exp.synthetic_features,
                             seed=exp.data_seed)
@@ -168,8 +174,10 @@ def run_czsl_experiment(exp: CZSLExperiment) -> dict[str, Any]:
             rows.append({**row, "per_seed": per_seed})
         num_tasks = len(rows[0]["per_seed"][0]["evaluations"])  # one evaluation per task learned
         title = f"{data.name} ({data.source}), {num_tasks} tasks, seeds {','.join(map(str, exp.seeds))}"
-        write_png(folder.stage("czsl.png"), _figure(rows, title))
         payload = {"config": exp, "data": data.summary(), "methods_config": methods_config,
                    "environment": environment_info(exp.device), "rows": rows}
+        if report is not None:
+            report(payload)
+        write_png(folder.stage("czsl.png"), _figure(rows, title))
         write_json(folder.stage("czsl.json"), payload, units=czsl_units())
     return payload
