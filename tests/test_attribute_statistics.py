@@ -314,3 +314,12 @@ def test_format_attribute_table_exact_layout():
     assert lines[2] == "a        " + gap + numbers
     assert lines[3] == "long-name" + gap + numbers
     assert lines[4] == " " * 9 + gap + numbers
+
+
+def test_float32_attributes_are_analysed_in_float64():
+    """The statistics of float32 attributes are those of the same values in float64."""
+    att = _skewed(40, 6, seed=9).float()
+    a, b = attribute_statistics(att), attribute_statistics(att.double())
+    assert torch.equal(a.normality_chi2, b.normality_chi2) and a.normality_chi2.dtype == torch.float64
+    assert torch.equal(a.abs_correlations, b.abs_correlations)
+    assert torch.equal(a.standardized_values, b.standardized_values)

@@ -191,7 +191,7 @@ def test_paper_formula_refuses_d_below_3():
 
 
 def test_exact_formula_refuses_d_below_1_and_non_integers():
-    with pytest.raises(ValueError, match=r"d >= 1, got d=0"):
+    with pytest.raises(ValueError, match=r"the cosine of two vectors needs d >= 1, got d=0"):
         exact_isotropic_cosine_variance(0)
     with pytest.raises(TypeError, match=r"d must be an int, got float"):
         exact_isotropic_cosine_variance(2048.0)
@@ -332,3 +332,17 @@ def test_distinct_row_pairs_never_pair_a_row_with_itself():
     are exactly 0 (a pair of a row with itself would add cosines of 1)."""
     stats = estimate_cosine_variance_of(torch.eye(3), num_pairs=500, generator=_generator(1))
     assert stats.mean.value == 0.0 and stats.variance.value == 0.0
+
+
+def test_a_slope_from_two_dimensions_and_every_feature_row_drawn():
+    """Two distinct dimensions are enough for a slope; the first feature row is drawn like the
+    others, in both pair kinds: rows [e1, e1, e2] as distinct pairs have cos 1 for 2 of their 6
+    ordered pairs (mean 1/3), and features [e1, e2] against the prototype e1 have mean 1/2."""
+    two = estimate_cosine_variance_slope([8, 64], 200, generator=_generator(0))
+    assert two.samples == 400 and math.isfinite(two.value) and two.stderr > 0
+    rows = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    distinct = estimate_cosine_variance_of(rows, num_pairs=20_000, generator=_generator(1))
+    assert abs(distinct.mean.value - 1 / 3) <= 4 * distinct.mean.stderr
+    cross = estimate_cosine_variance_of(torch.eye(2), torch.tensor([[1.0, 0.0]]), num_pairs=20_000,
+                                        generator=_generator(2))
+    assert abs(cross.mean.value - 1 / 2) <= 4 * cross.mean.stderr

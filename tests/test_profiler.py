@@ -629,3 +629,34 @@ def test_pre_activation_prototypes_of_another_shape_are_refused():
         profile_layers(model, _attributes())
     with pytest.raises(ValueError, match=r"the profile has no prototypes entry \(entries: embedder.0\)"):
         prototypes_entry({"embedder.0": None})
+
+
+class _TupleLeaf(nn.Module):
+    """A leaf whose output is not a tensor (as an RNN's (output, state))."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, x
+
+
+class _TupleModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.pair = nn.Linear(TINY_SPEC.attribute_dim, 8), _TupleLeaf()
+
+    def forward(self, attributes: Tensor) -> Tensor:
+        return self.pair(self.lin(attributes))[0]
+
+
+def test_inputs_that_are_not_tensors_and_outputs_that_are_not_matrices():
+    """Non-tensor attributes, features or prototypes are named in one line; a leaf with a
+    non-tensor output is skipped; ``layers`` given as one string is one name."""
+    a = _attributes(k=4)
+    linear = nn.Linear(TINY_SPEC.attribute_dim, 32)
+    with pytest.raises(ValueError, match=r"attributes must be a 2-D .* got list"):
+        profile_layers(linear, a.tolist())
+    with pytest.raises(ValueError, match=r"features must be a 2-D \[B, d_z\] matrix, got list"):
+        profile_layers(linear, a, [[0.0] * 32], gamma=1.0)
+    assert list(profile_layers(_TupleModel(), a)) == ["lin", "prototypes"]
+    model = _cn_model()
+    assert list(profile_layers(model, a, layers="embedder.0"))[0] == "embedder.0"
+    assert [n for n in profile_layers(model, a, layers="embedder.0") if n.startswith("embedder")] == ["embedder.0"]

@@ -245,6 +245,7 @@ def test_checks_measure_with_the_features_generator_and_inits_they_are_given(cla
         if claim != "v4":  # exact predictions: no bias bound (V4's is tested below)
             assert all(r.bias_bound == 0.0 for r in rows)
     assert run(cfg, att, generator=_gen(3), num_inits=40, k=2.5, setting="mine")[0].setting == "Var[p] mine"
+    assert [r.k for r in run(cfg, att, z, generator=_gen(3), num_inits=40, k=2.5)] == [2.5, 2.5]  # both rows
     assert [r.k for r in run(cfg, att, generator=_gen(3), num_inits=40, k=2.5)] == [2.5]  # no features: one row
 
 
