@@ -229,3 +229,15 @@ def test_authors_agem_adds_each_task_twice_and_masks_its_reference_rows(tiny_dat
         for label, row in zip(y.tolist(), masks):
             task = next(t for t, c in enumerate(split.task_classes) if label in c.tolist())
             assert torch.equal(row.nonzero().flatten(), split.task_classes[task].sort().values)
+
+
+def test_importance_columns_must_be_classes_of_the_embedded_set():
+    """Columns index the embedded classes (rows of the attributes, 6 here, with 4 attribute
+    columns): 5 is accepted, 6 and an empty set are refused, by both importances."""
+    model, batches = _model_and_batches(3)
+    for importance in (authors_ewc_importance, authors_mas_importance):
+        assert set(importance(model, batches, torch.tensor([5]))) == {n for n, _ in model.named_parameters()}
+        with pytest.raises(ValueError, match=r"columns must lie in \[0, 6\) \(one per embedded class\), got 0\.\.6"):
+            importance(model, batches, torch.tensor([0, 6]))
+        with pytest.raises(ValueError, match="columns must be a non-empty 1-D tensor of class indices"):
+            importance(model, batches, torch.tensor([], dtype=torch.long))

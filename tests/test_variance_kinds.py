@@ -267,3 +267,38 @@ def test_predicted_share_is_a_fraction_invariant_to_class_order_and_scale(seed, 
     perm = torch.randperm(k, generator=g)
     assert predicted_class_variance_share(att[perm], depth) == pytest.approx(share, abs=1e-12)
     assert predicted_class_variance_share(scale * att, depth) == pytest.approx(share, abs=1e-9)
+
+
+def test_v4_drift_is_last_over_first_and_every_row_names_v4() -> None:
+    """The drift observation is ``P_T / P_0`` (the last recorded step over the first, not the
+    second), and the band rows state the band they check."""
+    import numpy as np
+
+    steps, d_l, d_z = np.array([0, 1, 2]), 2, 4
+    cn = TrainingTrace(steps, np.array([0.5, 0.7, 0.9]), np.full(3, 2.0), np.full(3, 2.0), np.full(3, 1.0),
+                       d_l, d_z, True)
+    plain = TrainingTrace(steps, np.array([0.05, 0.06, 0.2]), np.full(3, 0.1), np.full(3, 2.0), np.full(3, 1.0),
+                          d_l, d_z, False)
+    rows = [c for c, _ in check_v4_training([cn, cn], [plain, plain])]
+    assert [r.claim for r in rows] == ["V4"] * 4
+    assert rows[2].measured == pytest.approx(0.9 / 0.5) and rows[3].measured == pytest.approx(0.2 / 0.05)
+    assert "sigma_min(V)^2 tau <= d_z P_t <= sigma_max(V)^2 d_L" in rows[0].setting
+
+
+def test_v3_share_measures_with_its_options_and_predicts_from_what_it_is_given() -> None:
+    """The row's measurement is ``measure_class_variance_share`` with the same inits and
+    generator; its prediction comes from ``predicted_from`` when given; the label names the
+    attributes; the smallest i.i.d. matrices (2 classes, 1 attribute) are accepted."""
+    from variance.class_variance_share import measure_class_variance_share
+
+    assert iid_attributes(2, 1, "gaussian", generator=_gen(0)).shape == (2, 1)
+    att = normalize_attributes(iid_attributes(6, 5, "abs-gaussian", generator=_gen(1)), "l2_sqrt")
+    other = normalize_attributes(iid_attributes(6, 5, "gaussian", generator=_gen(2)), "l2_sqrt")
+    config = EmbedderConfig(5, 16, hidden_dims=(8,), cn_layers=(), final_init="eq10", bias=False)
+    row = check_v3_share(config, att, label="mine", num_inits=12, generator=_gen(3))
+    measured = measure_class_variance_share(config, att, num_inits=12, generator=_gen(3))
+    assert (row.measured, row.stderr) == (measured.value, measured.stderr)
+    assert row.predicted == predicted_class_variance_share(att, 1) and "mine attributes" in row.setting
+    moved = check_v3_share(config, att, predicted_from=other, num_inits=12, generator=_gen(3))
+    assert moved.predicted == predicted_class_variance_share(other, 1) != row.predicted
+    assert moved.measured == row.measured
