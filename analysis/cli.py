@@ -11,6 +11,10 @@ example command lines; ``cnzsl --version`` prints the toolkit's version
 
 Errors in the user's input (unknown data set or preset, missing file, existing outputs)
 end the command with one line on stderr, ``cnzsl: error: ...``, and exit status 2.
+A training loss that becomes NaN or infinite does too (:class:`analysis.training.DivergedError`,
+nothing written); a run whose loss rose (:attr:`analysis.training.History.diverged`) prints its
+results with a ``warning: the training loss rose from A to B ...`` line on stderr and records
+``diverged`` in results.json.
 
 Every command prints its results before it writes them, so a write that fails (disk full,
 read-only file system, permissions) loses nothing the user needs to read: one line names
@@ -148,6 +152,8 @@ def _train(args: argparse.Namespace) -> int:
             print(f"  {name:<11}{r[key]:6.1f}{spread} %")
         print(f"  {'train time':<11}{r['train_seconds']:6.1f} s" + (f" (all {len(r['seeds'])} seeds at once)" if seeds else ""),
               flush=True)
+        for line in _divergence_warnings(r):
+            print(line, file=sys.stderr, flush=True)
         outcome(args).results_printed = True
 
     run_train(run, report=report)
@@ -155,6 +161,14 @@ def _train(args: argparse.Namespace) -> int:
     print(f"wrote {run.out}/results.json, config.json, environment.json" + (models if run.save_model else "")
           + ", loss.png")
     return 0
+
+
+def _divergence_warnings(results: dict) -> list[str]:
+    """One stderr line per run of ``results`` whose loss rose (``diverged``: analysis.training.History.diverged)."""
+    several = "per_seed" in results
+    return [f"warning: {'seed %d: ' % r['seed'] if several else ''}the training loss rose from "
+            f"{r['loss'][0]:.4g} to {r['loss'][-1]:.4g}: the run diverged; lower --lr"
+            for r in (results["per_seed"] if several else [results]) if r["diverged"]]
 
 
 def _add_czsl(subparsers: argparse._SubParsersAction) -> None:

@@ -4,7 +4,8 @@
 it) and writes into ``run.out``:
 
     results.json      zsl_unseen, gzsl_unseen, gzsl_seen, gzsl_harmonic, ausuc (percent),
-                      seen_logit_scale, seed, train_seconds, per-epoch loss and seconds;
+                      seen_logit_scale, seed, train_seconds, per-epoch loss and seconds,
+                      ``diverged`` (the loss rose: analysis.training.History.diverged);
                       ``units`` names the unit of each (analysis.io.write_json)
     config.json       the TrainRun, the model config and the data summary
     environment.json  versions, platform and device
@@ -177,7 +178,7 @@ def run_train(run: TrainRun, report: Callable[[dict[str, Any]], None] | None = N
         }
         if run.seeds is None:
             results = {**scores[0], **common, "seed": run.train.seed, "loss": histories[0].loss,
-                       "epoch_seconds": histories[0].epoch_seconds}
+                       "epoch_seconds": histories[0].epoch_seconds, "diverged": histories[0].diverged}
         else:
             summary = {k: mean_std([s[k] for s in scores]) for k in METRICS}
             results = {
@@ -185,8 +186,10 @@ def run_train(run: TrainRun, report: Callable[[dict[str, Any]], None] | None = N
                 "std": {k: std for k, (_, std) in summary.items()},
                 **common,
                 "seeds": seeds,
-                "per_seed": [{"seed": seed, **score, "loss": h.loss} for seed, score, h in zip(seeds, scores, histories)],
+                "per_seed": [{"seed": seed, **score, "loss": h.loss, "diverged": h.diverged}
+                             for seed, score, h in zip(seeds, scores, histories)],
                 "epoch_seconds": histories[0].epoch_seconds,
+                "diverged": any(h.diverged for h in histories),  # any seed's loss rose
             }
         if report is not None:
             report(results)

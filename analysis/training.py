@@ -24,6 +24,10 @@ that dominates this tiny model; the plain loop runs on the CPU and whenever an
 ``on_step`` takes one callback or a sequence of them (a recorder and a probe in one run):
 after each optimizer step they are called in the order given, all with the same
 :class:`StepInfo`; an empty sequence is no callback.
+
+A diverging run is never reported as if nothing happened: a loss that becomes NaN or
+infinite stops it with a :class:`DivergedError` (epoch, step, last finite loss, "lower
+--lr"), and a run whose loss rose (:attr:`History.diverged`) is flagged by ``cnzsl train``.
 """
 
 from __future__ import annotations
@@ -38,11 +42,15 @@ from torch import Tensor, nn
 from analysis.data import ZSLData
 from analysis.model import AttributeEmbedderModel, ClassifierConfig, EmbedderConfig, LinearClassifier
 from analysis.normalization import ATTRIBUTE_NORMS, normalize_attributes
-from analysis.recipe_loop import FAST_PATHS, fit
+from analysis.recipe_loop import FAST_PATHS, DivergedError, fit
 
-__all__ = ["History", "OnStep", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
+__all__ = ["DIVERGENCE_TOLERANCE", "DivergedError", "History", "OnStep", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
 
 DEVICES = ("auto", "cpu", "cuda")
+
+# History.diverged: the last epoch's mean loss exceeds the first's by more than this relative
+# margin (float32 noise on a flat run stays far below it; a run that learns drops by far more).
+DIVERGENCE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,16 @@ class History:
     device: str = "cpu"
     steps: int = 0
     path: str = "plain"  # "plain" loop or "graph" (whole epochs replayed as CUDA graphs)
+
+    @property
+    def diverged(self) -> bool:
+        """The loss rose: ``loss[-1] > loss[0] * (1 + DIVERGENCE_TOLERANCE)``, the last epoch's
+        mean loss against the first's (never with fewer than two epochs).  Such a run still has
+        results, flagged: ``cnzsl train`` warns and records ``diverged`` in results.json.
+
+        Example: ``History(loss=[4.6, 6.4]).diverged`` is True, ``History(loss=[4.6, 1.2]).diverged`` False.
+        """
+        return len(self.loss) >= 2 and self.loss[-1] > self.loss[0] * (1 + DIVERGENCE_TOLERANCE)
 
 
 @dataclass(frozen=True)
@@ -189,6 +207,8 @@ def train(
 
     Raises:
         TypeError: ``on_step`` is not a callable, a list or tuple of callables, or ``None``.
+        DivergedError: a step's loss became NaN or infinite (it names the epoch, the step and
+            the last finite loss; the fix is a smaller ``lr``).
     """
     callbacks = _callbacks(on_step)
     device = resolve_device(config.device)
