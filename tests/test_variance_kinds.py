@@ -302,3 +302,23 @@ def test_v3_share_measures_with_its_options_and_predicts_from_what_it_is_given()
     moved = check_v3_share(config, att, predicted_from=other, num_inits=12, generator=_gen(3))
     assert moved.predicted == predicted_class_variance_share(other, 1) != row.predicted
     assert moved.measured == row.measured
+
+
+def test_variance_report_reports_each_of_its_steps(tiny_data) -> None:
+    """``progress`` is called once per step, ``variance_report_steps(depths)`` times, in order."""
+    from variance.report import variance_report, variance_report_steps
+
+    labels: list[str] = []
+    rows = variance_report(tiny_data, num_inits=2, width=4, depths=(1,), num_pairs=200, num_features=8,
+                           generator=_gen(0), progress=labels.append)
+    assert len(labels) == variance_report_steps((1,)) == 11
+    assert labels[0].startswith("V1 d=") and labels[-1] == "V5"
+    assert labels[5:9] == ["V2 AN=l2", "V2 AN=standardize", "V3 depth 1", "V4 depth 1"]
+    assert rows
+
+
+def test_variance_command_has_no_progress_option() -> None:
+    from analysis.cli import build_parser
+
+    args = build_parser().parse_args(["variance", "--out", "x", "--no-progress"])
+    assert args.no_progress is True

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from analysis.cli import outcome
 from analysis.data import ZSLData
@@ -33,7 +34,14 @@ from analysis.io import environment_info, write_json
 from analysis.output_folder import OutputFolder
 from analysis.synthetic import make_synthetic
 from variance.attribute_statistics import attribute_statistics, format_attribute_table
-from variance.report import format_summary, format_variance_table, summarize_kinds, training_rows, variance_report
+from variance.report import (
+    format_summary,
+    format_variance_table,
+    summarize_kinds,
+    training_rows,
+    variance_report,
+    variance_report_steps,
+)
 
 __all__ = ["register"]
 
@@ -64,13 +72,23 @@ def _variance(args: argparse.Namespace) -> int:
     with OutputFolder(args.out, ["variance.json"], overwrite=args.overwrite) as folder:
         names = _dataset_names(args.dataset, args.data_root)
         rows, start = [], time.perf_counter()
-        for name in names:
-            data = _load(name, args.data_root, args.data_seed)
-            print(f"{name}: {data.source} data, {args.num_inits} inits per embedder row ...", file=sys.stderr)
-            rows += variance_report(data, num_inits=args.num_inits, width=args.width,
-                                    generator=torch.Generator().manual_seed(args.seed))
-        print("V4 along training: small synthetic setting, 3 seeds ...", file=sys.stderr)
-        rows += training_rows(data_seed=args.data_seed)
+        # one step per group of rows (variance_report_steps per data set), then V4 along training
+        with tqdm(total=len(names) * variance_report_steps() + 1, unit="step", desc="variance",
+                  disable=args.no_progress, file=sys.stderr) as bar:
+            for name in names:
+                data = _load(name, args.data_root, args.data_seed)
+                if args.no_progress:
+                    print(f"{name}: {data.source} data, {args.num_inits} inits per embedder row ...", file=sys.stderr)
+
+                def step(label: str, name: str = name) -> None:
+                    bar.set_postfix_str(f"{name}: {label}", refresh=False)
+                    bar.update(1)
+
+                rows += variance_report(data, num_inits=args.num_inits, width=args.width,
+                                        generator=torch.Generator().manual_seed(args.seed), progress=step)
+            bar.set_postfix_str("V4 along training (synthetic, 3 seeds)")
+            rows += training_rows(data_seed=args.data_seed)
+            bar.update(1)
         print(format_variance_table(rows))
         summary = format_summary(rows)
         print(f"{summary} · {time.perf_counter() - start:.1f} s", flush=True)
@@ -129,6 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=1024, help="hidden width of the deep embedders")
     p.add_argument("--seed", type=int, default=0, help="seed of every Monte Carlo draw")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/variance.json")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (one line per data set instead)")
     p.set_defaults(handler=_variance)
 
     a = subparsers.add_parser("attributes", parents=[common], formatter_class=fmt,

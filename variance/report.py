@@ -44,6 +44,7 @@ Embedders here have no biases (the setting of the paper's derivations; module
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -67,7 +68,7 @@ from variance.standardization_jacobian import check_v5
 from variance.training_variance import check_v4_training, trace_last_layer
 
 __all__ = ["KINDS", "ClaimRow", "format_summary", "format_variance_table", "summarize_kinds", "training_rows",
-           "variance_report"]
+           "variance_report", "variance_report_steps"]
 
 KINDS = ("claim", "identity", "expected-failure", "observation")
 _EXPECTED = {"claim": "pass", "identity": "pass", "expected-failure": "fail", "observation": "observed"}
@@ -113,8 +114,13 @@ def variance_report(
     num_pairs: int | None = None,
     num_features: int = 64,
     generator: torch.Generator | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[ClaimRow]:
     """All rows for ``data`` (module docstring); ``num_inits`` random inits per embedder row.
+
+    ``progress(label)`` (if given) is called after each of the
+    :func:`variance_report_steps` ``(depths)`` steps, with the step's label (the CLI's
+    progress bar).
 
     ``num_pairs`` (``None``: :func:`~variance.normalize_scale.num_pairs_to_resolve` of 5 %,
     80 000) is the pair count of the V1 rows at d_z and of the real-like observation.
@@ -130,21 +136,27 @@ def variance_report(
     pairs = num_pairs if num_pairs is not None else num_pairs_to_resolve(0.05)
     z = _features_sample(data, num_features, g)
     rows: list[tuple[Check, str]] = []
+    done = progress if progress is not None else (lambda label: None)
 
     # at d_z the paper's value is the exact one plus its derived gap (0.2 % at 2048, far below
     # the resolution): no evidence either way, so both rows are identities; the evidence is at small d
     rows += [(c, "identity") for c in check_v1(d_z, 5.0, pairs, generator=g)]
-    rows += [(check_v1_discriminating(d, generator=g), "claim") for d in V1_SMALL_DIMS]
+    done(f"V1 d={d_z}")
+    for d in V1_SMALL_DIMS:
+        rows.append((check_v1_discriminating(d, generator=g), "claim"))
+        done(f"V1 d={d}")
     real_like = estimate_cosine_variance_of(data.features, num_pairs=pairs, generator=g)
     rows.append((observation("V1", f"Var[cos] of {data.source} feature pairs (reference 1/d; "
                                    f"ratio {real_like.ratio_to_isotropic().value:.3g})",
                              real_like.variance, 1.0 / d_z), "observation"))
+    done("V1 real-like features")
 
     linear = EmbedderConfig(d_a, d_z, hidden_dims=(), cn_layers=(), final_init="eq10", bias=False)
     for norm in ("l2", "standardize"):
         att = normalize_attributes(data.attributes, norm)
         rows += [(c, "identity") for c in check_v2(linear, att, z, setting=f"linear, AN={norm}, Eq.10",
                                                   num_inits=num_inits, generator=g)]
+        done(f"V2 AN={norm}")
 
     att = normalize_attributes(data.attributes, "l2_sqrt")
     for depth in depths:
@@ -152,17 +164,27 @@ def variance_report(
         rows += [(c, "expected-failure") for c in check_v3(deep, att, z,
                                                            setting=f"depth {depth}, no CN (vs linear value)",
                                                            num_inits=num_inits, generator=g)]
+        done(f"V3 depth {depth}")
         cn = replace(deep, cn_layers=(-1,))
         rows += [(c, "identity") for c in check_v4(cn, att, z, setting=f"depth {depth}, CN",
                                                    num_inits=num_inits, generator=g)]
+        done(f"V4 depth {depth}")
 
     rows += _share_rows(data, att, width, share_depth, num_inits, g)
+    done("V3 share across classes")
 
     # V5 on the hidden pre-standardization activations of a CN embedder at init
     h = att.double() @ torch.empty(width, d_a, dtype=torch.float64).uniform_(-1, 1, generator=g).T / d_a**0.5
     upstream = torch.randn(h.shape, dtype=torch.float64, generator=g)
     rows += [(c, "identity") for c in check_v5(h, upstream, eps=0.0)]
+    done("V5")
     return [ClaimRow(data.name, data.source, c, kind) for c, kind in rows]
+
+
+def variance_report_steps(depths: tuple[int, ...] = (1, 2, 3, 4, 5)) -> int:
+    """How many times :func:`variance_report` calls ``progress``: V1 at d_z, at each small d and
+    on real-like features; V2 twice; V3 and V4 per depth; the V3 share; V5."""
+    return 1 + len(V1_SMALL_DIMS) + 1 + 2 + 2 * len(depths) + 1 + 1
 
 
 def _share_rows(data: ZSLData, att: Tensor, width: int, depth: int, num_inits: int,
