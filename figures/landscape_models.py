@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,7 +279,9 @@ def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 -- torch's weights-only unpickler raises many types on
+        # arbitrary bytes (UnpicklingError, EOFError, IndexError, KeyError, ...): any of them means
+        # "not a readable cache", and the reason is printed
         print(f"cnzsl: discarding the model cache {path}: it cannot be read ({type(err).__name__}: "
               f"{str(err).splitlines()[0] if str(err) else 'no message'}); retraining", file=sys.stderr)
         return None
