@@ -164,7 +164,8 @@ def _fit_plain(parameters, step_loss, draw_order, n, config, device, on_step) ->
     previous = None  # the last step loss of the previous epoch (device)
     _synchronize(device)
     start = time.perf_counter()
-    for epoch in tqdm(range(config.epochs), desc="train", unit="epoch", disable=not config.progress):
+    for epoch in tqdm(range(config.epochs), desc=getattr(config, "progress_label", "train"), unit="epoch",
+                      disable=not config.progress):
         epoch_start = time.perf_counter()
         order = draw_order().to(device)
         total = None
@@ -219,7 +220,8 @@ def _fit_static(parameters, step_loss, draw_order, n, config, device, *, graph: 
     _synchronize(device)
     clock = _Clock(device)
     captured = None
-    for epoch in tqdm(range(config.epochs), desc="train", unit="epoch", disable=not config.progress):
+    for epoch in tqdm(range(config.epochs), desc=getattr(config, "progress_label", "train"), unit="epoch",
+                      disable=not config.progress):
         order.copy_(first if epoch == 0 else draw_order())
         if not graph:
             run_epoch()

@@ -69,6 +69,7 @@ class TrainConfig:
     fused_optimizer: bool = True  # Adam's fused kernel: same update, ~2.5x faster step on CPU
     fast_path: str = "auto"  # "auto": whole epochs as CUDA graphs on CUDA, plain loop on CPU
     progress: bool = True  # tqdm bar over epochs
+    progress_label: str = "train"  # the bar's name (e.g. the model, when a command trains several)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "lr_step_epochs"):

@@ -30,11 +30,12 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from analysis.data import ZSLData
 from analysis.datasets import canonical_dataset_name, load_dataset
@@ -233,12 +234,14 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
         for kind in run.models:
             model = build_model(model_config(kind, data), run.seed)
             probe = TrajectoryProbe(run.probe_every, etas, run.lanczos_tol, run.lanczos_max_steps, seed=run.seed + 1)
-            history = train(model, data, config, on_step=probe)
+            history = train(model, data, replace(config, progress_label=f"train {_LABELS[kind]}"), on_step=probe)
             objective = Objective(model)
             directions = torch.Generator().manual_seed(run.seed + 2)
             d1 = filter_normalized_direction(objective, generator=directions)
             d2 = filter_normalized_direction(objective, generator=directions)
-            slices[kind] = loss_slice_2d(objective, slice_batches, d1, d2, grid, grid)
+            with tqdm(total=grid.numel() ** 2, desc=f"slice {_LABELS[kind]}", unit="point",
+                      disable=not run.progress) as bar:
+                slices[kind] = loss_slice_2d(objective, slice_batches, d1, d2, grid, grid, on_point=bar.update)
             results[kind] = {
                 "label": _LABELS[kind],
                 "summary": {**_summary(probe), "final_train_loss": history.loss[-1],

@@ -156,3 +156,14 @@ def test_cuda_run_matches_cpu_run(tiny_data):
     model, gpu = train_model(_config(tiny_data), tiny_data, TrainConfig(device="cuda", **cfg))
     assert next(model.parameters()).is_cuda
     torch.testing.assert_close(torch.tensor(gpu.loss), torch.tensor(cpu.loss), rtol=1e-4, atol=1e-5)
+
+
+def test_the_progress_bar_is_named_by_progress_label(tiny_data, capsys):
+    """``TrainConfig.progress_label`` names the epoch bar (``landscape`` names each model)."""
+    from analysis.training import TrainConfig, build_model, train
+    from analysis.model import preset_config
+
+    assert TrainConfig().progress_label == "train"
+    model = build_model(preset_config("cn", tiny_data.attribute_dim, tiny_data.feature_dim), 1)
+    train(model, tiny_data, TrainConfig(epochs=1, progress=True, progress_label="train MLP + CN", device="cpu"))
+    assert "train MLP + CN" in capsys.readouterr().err
