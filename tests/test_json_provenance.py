@@ -240,3 +240,13 @@ def test_probe_json(tmp_path, monkeypatch, tiny_data):
     assert doc["units"]["models.*.training.per_seed[].gzsl_harmonic"] == "percent"
     (model,) = doc["models"].values()
     assert model["training"]["mean_std"]["zsl_unseen"][1] is None  # one seed
+
+
+def test_czsl_shows_a_bar_over_the_tasks_of_each_run(tmp_path, monkeypatch, tiny_everywhere, capsys):
+    """Besides the bar over runs, each run has a bar over its tasks, named by method, CN and seed."""
+    monkeypatch.chdir(tmp_path)
+    rc = main(["czsl", "--dataset", "CUB", "--method", "sequential", "--both-cn", "--seeds", "1", "--tasks", "3",
+               "--epochs-per-task", "1", "--batch-size", "64", "--device", "cpu", "--out", "c"])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "sequential + CN, seed 1" in err and "sequential, seed 1" in err and "3/3" in err

@@ -161,7 +161,10 @@ def run_czsl_experiment(exp: CZSLExperiment,
             split = continual_split(data, exp.num_tasks, seed=seed)
             config = CZSLConfig(method=method, cn=cn, protocol=exp.protocol, epochs_per_task=exp.epochs_per_task,
                                 batch_size=exp.batch_size, seed=seed, device=exp.device, methods=methods_config)
-            result = run_czsl(data, split, config)
+            label = f"{method}{' + CN' if cn else ''}, seed {seed}"
+            with tqdm(total=len(split.task_classes), desc=label, unit="task", leave=False,
+                      disable=not exp.progress) as tasks:
+                result = run_czsl(data, split, config, on_task_end=lambda t, model: tasks.update(1))
             results.setdefault((method, cn), []).append({
                 "seed": seed, "summary": result.summary.percent(), "config": asdict(config),
                 "before": asdict(result.before), "evaluations": [asdict(e) for e in result.evaluations],
