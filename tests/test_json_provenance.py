@@ -242,11 +242,22 @@ def test_probe_json(tmp_path, monkeypatch, tiny_data):
     assert model["training"]["mean_std"]["zsl_unseen"][1] is None  # one seed
 
 
-def test_czsl_shows_a_bar_over_the_tasks_of_each_run(tmp_path, monkeypatch, tiny_everywhere, capsys):
-    """Besides the bar over runs, each run has a bar over its tasks, named by method, CN and seed."""
+def test_czsl_shows_a_bar_over_the_tasks_of_each_run(tmp_path, monkeypatch, tiny_everywhere):
+    """Besides the bar over runs, each run has a bar over its tasks, named by method, CN and
+    seed, that reaches its total (recorded through the bar objects: what tqdm draws depends on
+    its refresh interval)."""
+    bars = []
+    real = czsl_experiment.tqdm
+
+    def recording(*args, **kwargs):
+        bar = real(*args, **kwargs)
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(czsl_experiment, "tqdm", recording)
     monkeypatch.chdir(tmp_path)
     rc = main(["czsl", "--dataset", "CUB", "--method", "sequential", "--both-cn", "--seeds", "1", "--tasks", "3",
                "--epochs-per-task", "1", "--batch-size", "64", "--device", "cpu", "--out", "c"])
-    err = capsys.readouterr().err
     assert rc == 0
-    assert "sequential + CN, seed 1" in err and "sequential, seed 1" in err and "3/3" in err
+    tasks = {b.desc: (b.n, b.total) for b in bars if b.unit == "task"}
+    assert tasks == {"sequential, seed 1": (3, 3), "sequential + CN, seed 1": (3, 3)}
