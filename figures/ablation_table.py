@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,8 @@ def compute(ctx: FigureContext) -> Path:
         rows = {}
         for preset in ROWS:
             config = preset_config(preset, data.attribute_dim, data.feature_dim)
-            models, histories = train_seeds(config, data, recipe, seeds)
+            named = replace(recipe, progress_label=f"{choice.name} · {preset} · seeds {','.join(map(str, seeds))}")
+            models, histories = train_seeds(config, data, named, seeds)
             scores = [evaluate(m, data).percent() for m in models]
             summary = {k: mean_std([s[k] for s in scores]) for k in METRICS}
             rows[preset] = {
