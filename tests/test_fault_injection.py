@@ -120,15 +120,24 @@ def tiny(monkeypatch, tiny_data):
     return loads
 
 
-class FaultyDisk:
+class OsWith:
+    """The ``os`` module with some functions replaced (``OsWith(replace=fn)``): monkeypatched
+    into a module to make one of its file operations fail or signal."""
+
+    def __init__(self, **replacements):
+        self._replacements = replacements
+
+    def __getattr__(self, name):
+        return self._replacements[name] if name in self._replacements else getattr(os, name)
+
+
+class FaultyDisk(OsWith):
     """``analysis.io.os`` with the ``at``-th atomic write refused (``code``: ENOSPC from
     ``/dev/full``, or EROFS when the file is opened) or interrupted by the signal ``sig``."""
 
     def __init__(self, at: int, code: int | None = None, sig: int | None = None) -> None:
+        super().__init__()
         self.at, self.code, self.sig, self.calls = at, code, sig, 0
-
-    def __getattr__(self, name):
-        return getattr(os, name)
 
     def fdopen(self, fd, mode="r"):
         self.calls += 1
@@ -216,15 +225,10 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(name
         status, _, err = run(capsys, command, Path(out) if out else "")
         assert status == 2 and message in one_line(err)
 
-    class ReadOnly:  # the lock file cannot be created: a read-only file system
-        def __getattr__(self, attribute):
-            return getattr(os, attribute)
+    def read_only(path, *args, **kwargs):  # the lock file cannot be created: a read-only file system
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-        @staticmethod
-        def open(path, *args, **kwargs):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-
-    monkeypatch.setattr(analysis.output_folder, "os", ReadOnly())
+    monkeypatch.setattr(analysis.output_folder, "os", OsWith(open=read_only))
     out = tmp_path / "ro"
     status, _, err = run(capsys, command, out)
     assert not out.exists() and tiny == [] and (tmp_path / "notes.txt").read_text() == "mine"
@@ -297,18 +301,13 @@ def test_a_failed_publish_never_leaves_a_marker_beside_mixed_files(tmp_path, tin
     first = check_folder(out, command)
     moves = []
 
-    class FailingSecondMove:
-        def __getattr__(self, attribute):
-            return getattr(os, attribute)
+    def failing_second_move(src, dst):
+        moves.append(dst)
+        if len(moves) == 2:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
+        os.replace(src, dst)
 
-        @staticmethod
-        def replace(src, dst):
-            moves.append(dst)
-            if len(moves) == 2:
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
-            os.replace(src, dst)
-
-    monkeypatch.setattr(analysis.output_folder, "os", FailingSecondMove())
+    monkeypatch.setattr(analysis.output_folder, "os", OsWith(replace=failing_second_move))
     status, _, err = run(capsys, command, out, "--overwrite")
     assert status == 2 and one_line(err) == (
         f"cnzsl: error: could not write environment.json in {out} (Read-only file system); {out} is left "
@@ -324,17 +323,12 @@ def test_a_failed_first_publish_takes_its_files_back_and_the_rerun_needs_no_over
                                                                                       monkeypatch):
     command, out = COMMANDS["czsl"], tmp_path / "out"
 
-    class FailingMarkerMove:
-        def __getattr__(self, attribute):
-            return getattr(os, attribute)
+    def failing_marker_move(src, dst):
+        if Path(dst).name == command.marker:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        os.replace(src, dst)
 
-        @staticmethod
-        def replace(src, dst):
-            if Path(dst).name == command.marker:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-            os.replace(src, dst)
-
-    monkeypatch.setattr(analysis.output_folder, "os", FailingMarkerMove())
+    monkeypatch.setattr(analysis.output_folder, "os", OsWith(replace=failing_marker_move))
     status, _, err = run(capsys, command, out)
     assert check_folder(out, command) == {}  # czsl.png, moved before the marker failed, was taken back
     assert status == 2 and one_line(err).endswith(f"nothing was written there{PRINTED}")
@@ -346,16 +340,11 @@ def test_a_signal_during_the_publish_waits_for_it_and_says_the_folder_is_complet
                                                                                 monkeypatch):
     command, out = COMMANDS["train"], tmp_path / "out"
 
-    class SignalDuringMoves:
-        def __getattr__(self, attribute):
-            return getattr(os, attribute)
+    def signal_during_moves(src, dst):
+        signal.raise_signal(signal.SIGINT)  # held back until every move ran
+        os.replace(src, dst)
 
-        @staticmethod
-        def replace(src, dst):
-            signal.raise_signal(signal.SIGINT)  # held back until every move ran
-            os.replace(src, dst)
-
-    monkeypatch.setattr(analysis.output_folder, "os", SignalDuringMoves())
+    monkeypatch.setattr(analysis.output_folder, "os", OsWith(replace=signal_during_moves))
     status, _, err = run(capsys, command, out)
     assert status == 130
     assert one_line(err) == f"cnzsl: interrupted (Ctrl-C) as the run finished: {out} holds all of its files"
@@ -417,17 +406,12 @@ def test_a_redrawn_figure_never_stands_beside_its_old_entry(tmp_path, tiny, caps
     assert check_folder(out, command, before=first) == first
     monkeypatch.setattr(analysis.io, "os", os)
 
-    class FailingPdfMove:
-        def __getattr__(self, attribute):
-            return getattr(os, attribute)
+    def failing_pdf_move(src, dst):
+        if Path(dst).suffix == ".pdf":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        os.replace(src, dst)
 
-        @staticmethod
-        def replace(src, dst):
-            if Path(dst).suffix == ".pdf":
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-            os.replace(src, dst)
-
-    monkeypatch.setattr(analysis.output_folder, "os", FailingPdfMove())
+    monkeypatch.setattr(analysis.output_folder, "os", OsWith(replace=failing_pdf_move))
     assert run(capsys, command, out, "--plot-only", "--overwrite")[0] == 2
     assert not has_marker(out, command)  # the PNG is new, the PDF old: and no entry says otherwise
     check_folder(out, command, before=first)
