@@ -98,6 +98,14 @@ def _check_columns(columns: Tensor, num_classes: int) -> None:
                          f"{columns.min().item()}..{columns.max().item()}")
 
 
+def _checked(batches: Iterable[Batch], columns: Tensor) -> list[Batch]:
+    """``batches`` as a list, once ``columns`` is checked against the fewest classes embedded."""
+    batches = list(batches)
+    if batches:
+        _check_columns(columns, min(int(a.shape[0]) for _, _, a in batches))
+    return batches
+
+
 def _sample_weight(batches: list[Batch]) -> float:
     """``num_batches / num_samples``: turns :func:`batch_gradients`' mean over batches into
     the authors' sum over batches divided by the number of samples."""
@@ -114,9 +122,7 @@ def authors_ewc_importance(model: nn.Module, batches: Iterable[Batch], columns: 
             every class (the targets are unused: their logits are masked out).
         columns: the previous task's classes, as columns of the logits.
     """
-    batches = list(batches)
-    for _, _, attributes in batches:
-        _check_columns(columns, attributes.shape[0])
+    batches = _checked(batches, columns)
     raw = batch_gradients(model, batches, lambda logits, _: torch.logsumexp(logits[:, columns], dim=1).mean(),
                           torch.square)
     return min_max_normalize(raw)  # the 1/N scale cancels here
@@ -128,9 +134,7 @@ def authors_mas_importance(model: nn.Module, batches: Iterable[Batch], columns: 
 
     Arguments as :func:`authors_ewc_importance`.
     """
-    batches = list(batches)
-    for _, _, attributes in batches:
-        _check_columns(columns, attributes.shape[0])
+    batches = _checked(batches, columns)
     raw = batch_gradients(model, batches, lambda logits, _: logits[:, columns].square().sum(), torch.abs)
     scale = _sample_weight(batches)
     return {n: v * scale for n, v in raw.items()}
