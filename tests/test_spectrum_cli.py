@@ -162,3 +162,19 @@ def test_a_researchers_model_saved_with_its_builder(tmp_path, monkeypatch, capsy
     result = json.loads((out / "spectrum.json").read_text())
     assert result["model"]["type"] == "ResidualLayerNormEmbedder" and len(result["top_eigenvalues"]) == 2
     assert "ResidualLayerNormEmbedder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("out", "device", "message"), [
+    ("out", "cuda:abc", "unknown device 'cuda:abc'"),
+    ("out", "tpu", "unknown device 'tpu'"),
+    ("file", "cpu", "is a file, not a folder"),
+    ("file/sub", "cpu", "lies inside the file"),
+])
+def test_the_bad_input_every_command_refuses(out, device, message, checkpoint, tmp_path, capsys):
+    """The cases of tests/test_cli.py's parametrized bad-input tests, for spectrum: one line,
+    exit 2, nothing written."""
+    (tmp_path / "file").write_text("mine")
+    assert main(["spectrum", "--checkpoint", str(checkpoint), "--device", device, "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "mine"
