@@ -251,6 +251,9 @@ def _environment_int(name: str, default: int) -> int:
 def distributed_session(device: str | torch.device = "auto", *, timeout: float = 600.0) -> Iterator[Session]:
     """The process group of a ``torchrun`` launch, for a ``with`` block, destroyed at its end.
 
+    A block that ends normally ends with one more all-reduce, so no process tears the group
+    down while another (rank 0 writing its files) is still inside the block.
+
     Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (set by ``torchrun``, also across
     machines with ``--nnodes``; ``MASTER_ADDR`` and ``MASTER_PORT`` locate rank 0).  With
     ``WORLD_SIZE`` absent or 1 no group is made: a single process, rank 0 of 1.  Otherwise
@@ -299,7 +302,20 @@ def distributed_session(device: str | torch.device = "auto", *, timeout: float =
         raise ShardFailure(f"rank {rank} of {world_size}: joining the process group failed within {timeout:g} s "
                            f"({_first_line(err)}); check that every process started and can reach "
                            f"MASTER_ADDR={os.environ.get('MASTER_ADDR')!r}") from err
+    session = Session(dist.get_rank(), dist.get_world_size(), local_rank, resolved, backend, float(timeout))
     try:
-        yield Session(dist.get_rank(), dist.get_world_size(), local_rank, resolved, backend, float(timeout))
+        yield session
+        # Every process leaves together: rank 0 may still be writing files while the others
+        # are done, and a gloo group torn down under a peer that still holds its connections
+        # has aborted a process (SIGABRT, "terminate called without an active exception") on
+        # a loaded machine.  After an error there is no such wait: the failed process exits
+        # and torchrun stops the others; and if this last wait fails (a peer already gone, a
+        # group broken by an earlier failure the caller caught), the block's work is done and
+        # nothing is lost: the group is torn down all the same.
+        try:
+            _all_reduce(torch.zeros(1, device=resolved if backend == "nccl" else "cpu"), dist.ReduceOp.SUM, None,
+                        "the end of the run")
+        except ShardFailure:
+            pass
     finally:
         dist.destroy_process_group()

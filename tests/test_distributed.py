@@ -83,6 +83,13 @@ def test_a_failed_setup_on_one_rank_stops_every_rank_with_one_message(sharded):
     assert rank0["status"] == rank1["status"] == 2
 
 
+def test_no_process_leaves_the_group_while_rank_0_is_still_inside_the_block(sharded):
+    """The session ends with one more all-reduce: rank 1 (done at once) waits for rank 0 (1 s
+    of "writing"), so no gloo group is torn down under a peer still using it."""
+    assert sharded[1]["left_the_group"] >= sharded[0]["finished_writing"]
+    assert sharded[0]["left_the_group"] >= sharded[0]["finished_writing"]
+
+
 def test_a_silent_rank_makes_the_others_fail_within_the_timeout(tmp_path):
     timeout = 2.0
     start = time.perf_counter()
