@@ -44,13 +44,13 @@ from analysis.synthetic import (
     synthesize_features,
     synthetic_spec,
 )
-from analysis.training import History, StepInfo, TrainConfig, build_model, resolve_device, train, train_model
+from analysis.training import DivergedError, History, StepInfo, TrainConfig, build_model, resolve_device, train, train_model
 from analysis.user_model import MODEL_CONTRACT, ModelContractError, ModelSpec, check_model, resolve_model
 
 __all__ = [
     "DATASETS", "INIT_SCHEMES", "MODEL_CONTRACT", "NORMALIZATIONS", "PRESETS", "SYNTHETIC_PRESETS",
     "AttSplits", "AttributeEmbedderModel", "ClassStandardization", "ClassifierConfig", "DataError",
-    "EmbedderConfig", "GZSLResult", "History", "LinearClassifier", "ModelContractError", "ModelSpec",
+    "DivergedError", "EmbedderConfig", "GZSLResult", "History", "LinearClassifier", "ModelContractError", "ModelSpec",
     "NormalizeScale", "StepInfo",
     "SyntheticSpec", "TrainConfig", "TrainRun", "ZSLData", "ZSLEvaluation",
     "ausuc", "build_model", "calibrated_predictions", "check_model", "class_logits", "class_standardize",

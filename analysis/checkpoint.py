@@ -4,13 +4,22 @@ A checkpoint is a ``torch.save`` dictionary (loaded with ``weights_only=True``: 
 tensors and plain Python values, no pickled code):
 
     format        "cnzsl-checkpoint/1"
-    model_type    "AttributeEmbedderModel" | "LinearClassifier"
-    model_config  the model's config dataclass as a dict
+    model_type    "AttributeEmbedderModel" | "LinearClassifier" | "builder"
+    model_config  the model's config dataclass as a dict; for "builder" (a researcher's own
+                  model, README "The model contract"): {"builder": "PATH.py:NAME" |
+                  "package.module:NAME", "kwargs": {...}, "attribute_dim": d_a,
+                  "feature_dim": d_z, "class": the module's class name}
     state_dict    parameters and buffers (CN running statistics included)
     state_sha256  sha256 of the state dict's names, dtypes, shapes and bytes
                   (:func:`state_digest`), checked on load: a flipped byte in a weight is an
                   error, not a silently different model
     metadata      free JSON-like data (training config, data summary, metrics)
+
+A model of the contract is saved with its builder (``save_checkpoint(path, model,
+builder=spec, dims=(d_a, d_z))``, ``spec`` from :func:`analysis.user_model.resolve_model`)
+and rebuilt on load by calling it, ``NAME(d_a, d_z, generator=..., **kwargs)``, before its
+state is loaded: the file itself still holds no code, but loading it imports the builder
+(a file path is stored absolute, so the checkpoint loads from any working directory).
 
 Writes are atomic (:func:`analysis.io.atomic_write`).  Loading into an existing model
 whose architecture differs from the file's raises a ValueError naming every differing
@@ -30,6 +39,7 @@ from torch import nn
 
 from analysis.io import atomic_write, to_jsonable
 from analysis.model import AttributeEmbedderModel, ClassifierConfig, EmbedderConfig, LinearClassifier
+from analysis.user_model import ModelSpec, resolve_model
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint", "state_digest"]
 
@@ -50,21 +60,51 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None) -> Path:
-    """Atomically write ``model`` (weights, buffers and config) and ``metadata`` to ``path``."""
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None, *,
+                    builder: ModelSpec | None = None, dims: tuple[int, int] | None = None) -> Path:
+    """Atomically write ``model`` (weights, buffers and config) and ``metadata`` to ``path``.
+
+    Args:
+        builder: for a model of the contract that is not one of the toolkit's classes, how
+            to rebuild it (:func:`analysis.user_model.resolve_model`); with ``dims``.
+        dims: ``(attribute_dim, feature_dim)`` the builder is called with.
+
+    Raises:
+        TypeError: a model the toolkit cannot rebuild: neither its classes nor a ``builder``
+            with ``dims``.
+    """
     name = type(model).__name__
-    if name not in _MODEL_TYPES:
-        raise TypeError(f"cannot checkpoint a {name}; expected one of {', '.join(_MODEL_TYPES)}")
+    if builder is not None:
+        if dims is None or len(dims) != 2:
+            raise TypeError("save_checkpoint(..., builder=spec) needs dims=(attribute_dim, feature_dim), the "
+                            "arguments the builder is called with")
+        source, _, attr = builder.text.rpartition(":")
+        if source.endswith(".py"):  # absolute: loadable from any working directory
+            source = str(Path(source).resolve())
+        config = {"builder": f"{source}:{attr}", "kwargs": dict(builder.kwargs), "attribute_dim": int(dims[0]),
+                  "feature_dim": int(dims[1]), "class": name}
+        model_type = "builder"
+    elif name in _MODEL_TYPES:
+        config, model_type = dataclasses.asdict(model.config), name
+    else:
+        raise TypeError(f"cannot checkpoint a {name} without its builder; expected one of {', '.join(_MODEL_TYPES)}, "
+                        "or pass builder=resolve_model('PATH.py:NAME') and dims=(attribute_dim, feature_dim)")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "model_type": name,
-        "model_config": dataclasses.asdict(model.config),
+        "model_type": model_type,
+        "model_config": config,
         "state_dict": state,
         "state_sha256": state_digest(state),
         "metadata": to_jsonable(metadata or {}),
     }
     return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def _build_from_builder(config: dict[str, Any]) -> nn.Module:
+    """The model a "builder" checkpoint describes, freshly built (its weights are loaded next)."""
+    spec = resolve_model(config["builder"], config.get("kwargs") or {})
+    return spec.build(int(config["attribute_dim"]), int(config["feature_dim"]), generator=torch.Generator().manual_seed(0))
 
 
 def load_checkpoint(
@@ -84,7 +124,9 @@ def load_checkpoint(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: not a checkpoint of this toolkit, tensors that do not match their stored
-            sha256 (a corrupted file), or a different architecture than ``into``.
+            sha256 (a corrupted file), or a different architecture than ``into`` (or than
+            the one its builder now builds); a builder that cannot be imported or called
+            (:class:`analysis.user_model.ModelContractError`).
     """
     path = Path(path)
     if not path.is_file():
@@ -98,15 +140,27 @@ def load_checkpoint(
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} file (found format {found!r})")
-    if payload.get("model_type") not in _MODEL_TYPES:
+    if payload.get("model_type") not in (*_MODEL_TYPES, "builder"):
         raise ValueError(
             f"{path} holds an unknown model type {payload.get('model_type')!r}; "
-            f"expected one of {', '.join(_MODEL_TYPES)}"
+            f"expected one of {', '.join(_MODEL_TYPES)} or builder"
         )
     stored_digest = payload.get("state_sha256")  # absent from files written before it existed
     if stored_digest is not None and state_digest(payload["state_dict"]) != stored_digest:
         raise ValueError(f"{path} is corrupted: its tensors do not match the sha256 stored when it was saved "
                          "(a changed byte); restore the file or retrain")
+    if payload["model_type"] == "builder":
+        config = payload["model_config"]
+        built = _build_from_builder(config)
+        if into is not None and type(into) is not type(built):
+            raise ValueError(f"{path} holds a {type(built).__name__}, cannot load it into a {type(into).__name__}")
+        into = built if into is None else into
+        try:
+            into.load_state_dict(payload["state_dict"])
+        except RuntimeError as err:  # the builder's code changed since the file was written
+            raise ValueError(f"{path}: {config['builder']} now builds another architecture than the one saved "
+                             f"({str(err).splitlines()[0]}); restore the builder's code or retrain") from None
+        return into, payload["metadata"]
     model_cls, config_cls = _MODEL_TYPES[payload["model_type"]]
     stored = config_cls(**payload["model_config"])
     if into is None:

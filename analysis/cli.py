@@ -5,8 +5,24 @@
     cnzsl czsl --dataset CUB [--data-root ROOT] --method {sequential,ewc,mas,agem,multitask,all}
                [--no-cn | --both-cn] --seeds 1,2,3 --out DIR
 
+Every command's ``--help`` states each default once, marks required options and ends with
+example command lines; ``cnzsl --version`` prints the toolkit's version
+(:mod:`analysis.help_format`).
+
 Errors in the user's input (unknown data set or preset, missing file, existing outputs)
 end the command with one line on stderr, ``cnzsl: error: ...``, and exit status 2.
+A training loss that becomes NaN or infinite does too (:class:`analysis.training.DivergedError`,
+nothing written); a run whose loss rose (:attr:`analysis.training.History.diverged`) prints its
+results with a ``warning: the training loss rose from A to B ...`` line on stderr and records
+``diverged`` in results.json.
+
+Every command prints its results before it writes them, so a write that fails (disk full,
+read-only file system, permissions) loses nothing the user needs to read: one line names
+the file and the folder, says what the folder holds and that the results printed above are
+the run's, exit status 2.  Ctrl-C ends a command with status 130 and SIGTERM with 143
+(128 + the signal number, the shell's convention), one line saying what was written.  What
+a command has printed and written is kept in :class:`Outcome` (``args.outcome``), from which
+:func:`main` words that line.
 
 Other packages add commands through the entry-point group ``cnzsl.commands``: each entry
 is a function ``register(subparsers)`` that adds its sub-parser and sets ``handler``
@@ -17,20 +33,43 @@ core never imports the packages built on it.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from analysis.data import DataError
 from analysis.datasets import DATASETS
 from analysis.experiment import TrainRun, run_train
+from analysis.help_format import HelpFormatter, examples, package_version
 from analysis.model import PRESETS
 from analysis.normalization import ATTRIBUTE_NORMS
+from analysis.output_folder import FOLDER_STATE, STAGING_PREFIX
 from analysis.training import TrainConfig
 
-__all__ = ["add_data_options", "build_parser", "main", "parse_seeds"]
+__all__ = ["Outcome", "Terminated", "add_data_options", "build_parser", "main", "outcome", "parse_seeds"]
+
+
+@dataclass
+class Outcome:
+    """What a command has printed and written so far; :func:`main` words the last line of a
+    failed or interrupted command from it.  A handler finds it as ``args.outcome``."""
+
+    results_printed: bool = False  # the results were printed, before any file was written
+    # a command that publishes as it goes (figures): says what --out holds so far
+    written: Callable[[], str] | None = None
+
+
+def outcome(args: argparse.Namespace) -> Outcome:
+    """``args.outcome`` (set by :func:`main`), or a fresh one for a handler called directly."""
+    found = getattr(args, "outcome", None)
+    if found is None:
+        found = args.outcome = Outcome()
+    return found
 
 _DEFAULTS = TrainConfig()
 
@@ -53,7 +92,10 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help="train and evaluate a CN-ZSL model",
         description="Train a CN-ZSL model with the paper's recipe and report ZSL / GZSL accuracy. "
         "Without --data-root it uses the synthetic preset of --dataset (same sizes as the real set).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
+        epilog=examples("cnzsl train --dataset AWA1 --out runs/awa1-cn",
+                        "cnzsl train --dataset CUB --data-root data/xlsa17 --synthetic-features --seeds 1,2,3 "
+                        "--out runs/cub-semi"),
     )
     add_data_options(p, default_dataset="AWA1")
     p.add_argument("--preset", default="cn", help=f"ablation row: {', '.join(PRESETS)}")
@@ -75,7 +117,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--seen-logit-scale", type=float, default=None,
                    help="GZSL calibration factor on seen logits (default: 0.95; 1.0 on CUB)")
-    p.add_argument("--out", type=str, required=True, help="output folder for results.json, config.json, ...")
+    p.add_argument("--out", type=str, required=True, metavar="DIR",
+                   help="output folder for results.json, config.json, ...")
     p.add_argument("--no-save-model", action="store_true", help="do not write DIR/model.pt")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -96,7 +139,6 @@ def _train(args: argparse.Namespace) -> int:
         seeds=None if args.seeds is None else parse_seeds(args.seeds),
         save_model=not args.no_save_model, overwrite=args.overwrite,
     )
-    reported = []
 
     def report(r: dict) -> None:
         names = {"zsl_unseen": "ZSL-U", "gzsl_unseen": "GZSL-U", "gzsl_seen": "GZSL-S",
@@ -105,24 +147,28 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{r['dataset']} ({r['data_source']}) · preset {r['preset']} · {r['epochs']} epochs · {r['device']}"
               f"{seeds}")
         for key, name in names.items():
-            spread = f" ± {r['std'][key]:4.1f}" if "std" in r else ""
+            std = r["std"][key] if "std" in r else None  # None: one seed, no spread to show
+            spread = f" ± {std:4.1f}" if std is not None else ""
             print(f"  {name:<11}{r[key]:6.1f}{spread} %")
         print(f"  {'train time':<11}{r['train_seconds']:6.1f} s" + (f" (all {len(r['seeds'])} seeds at once)" if seeds else ""),
               flush=True)
-        reported.append(r)
+        for line in _divergence_warnings(r):
+            print(line, file=sys.stderr, flush=True)
+        outcome(args).results_printed = True
 
-    try:
-        run_train(run, report=report)
-    except OSError as err:
-        if not reported:
-            raise
-        print(f"cnzsl: error: {_os_error_text(err)}; nothing was written to {run.out}: the metrics printed "
-              "above are this run's results", file=sys.stderr)
-        return 2
+    run_train(run, report=report)
     models = ", model.pt" if run.seeds is None else f", model-seed<S>.pt x {len(run.seeds)}"
     print(f"wrote {run.out}/results.json, config.json, environment.json" + (models if run.save_model else "")
           + ", loss.png")
     return 0
+
+
+def _divergence_warnings(results: dict) -> list[str]:
+    """One stderr line per run of ``results`` whose loss rose (``diverged``: analysis.training.History.diverged)."""
+    several = "per_seed" in results
+    return [f"warning: {'seed %d: ' % r['seed'] if several else ''}the training loss rose from "
+            f"{r['loss'][0]:.4g} to {r['loss'][-1]:.4g}: the run diverged; lower --lr"
+            for r in (results["per_seed"] if several else [results]) if r["diverged"]]
 
 
 def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
@@ -130,8 +176,10 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "czsl", help="continual zero-shot learning: methods with and without CN",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Continual zero-shot learning (PAPER.md section 4): tasks of classes learned in "
+        formatter_class=HelpFormatter,
+        epilog=examples("cnzsl czsl --dataset CUB --method sequential,ewc --both-cn --seeds 1,2,3 --out runs/czsl-cub",
+                        "cnzsl czsl --dataset SUN --protocol authors --out runs/czsl-sun-authors"),
+        description="Continual zero-shot learning (docs/science.md section 6): tasks of classes learned in "
         "sequence by one single-head model, evaluated after each task on every class. Prints mean ± std "
         "over seeds of mSA, mUA, mH, mAUC, mJA and forgetting; writes DIR/czsl.json and DIR/czsl.png.",
     )
@@ -142,9 +190,15 @@ def _add_czsl(subparsers: argparse._SubParsersAction) -> None:
     cn.add_argument("--both-cn", action="store_true", help="run every method without and with CN")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (tasks, weights, shuffles)")
     p.add_argument("--tasks", type=int, default=None, help="number of tasks (default: 10 on CUB, 15 on SUN)")
-    p.add_argument("--epochs-per-task", type=int, default=5, help="training epochs on each task")
+    p.add_argument("--protocol", default="toolkit", choices=("toolkit", "authors"),
+                   help="toolkit: task t's classes embedded, Adam, batch 256, 5 epochs per task (cheap); authors: "
+                        "the published numbers' protocol, every seen class embedded with the loss on task t, SGD "
+                        "lr 1e-3 momentum 0.9, batch 32, 10 epochs per task (analysis/czsl/protocol.py)")
+    p.add_argument("--epochs-per-task", type=int, default=None,
+                   help="training epochs on each task (default: the protocol's, 5 or 10)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the protocol's, 256 or 32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--out", type=str, required=True, help="output folder for czsl.json and czsl.png")
+    p.add_argument("--out", type=str, required=True, metavar="DIR", help="output folder for czsl.json and czsl.png")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_czsl)
@@ -185,30 +239,32 @@ def _czsl(args: argparse.Namespace) -> int:
         out=args.out, dataset=args.dataset, data_root=args.data_root, synthetic_features=args.synthetic_features,
         data_seed=args.data_seed, methods=methods,
         cn_settings=(False, True) if args.both_cn else ((False,) if args.no_cn else (True,)),
-        seeds=parse_seeds(args.seeds), num_tasks=args.tasks, epochs_per_task=args.epochs_per_task,
+        seeds=parse_seeds(args.seeds), num_tasks=args.tasks, protocol=args.protocol,
+        epochs_per_task=args.epochs_per_task, batch_size=args.batch_size,
         device=str(resolve_device(args.device)), overwrite=args.overwrite, progress=not args.no_progress,
     )
-    result = run_czsl_experiment(exp)
-    data = result["data"]
-    print(f"{data['name']} ({data['source']}) · seeds {args.seeds} · {args.epochs_per_task} epochs per task")
-    print(format_czsl_table(result["rows"]))
+
+    def report(result: dict) -> None:
+        data = result["data"]
+        print(f"{data['name']} ({data['source']}) · seeds {args.seeds} · {exp.protocol} protocol · "
+              f"{exp.epochs_per_task} epochs per task of batches of {exp.batch_size}")
+        print(format_czsl_table(result["rows"], exp.protocol), flush=True)
+        outcome(args).results_printed = True
+
+    run_czsl_experiment(exp, report=report)
     print(f"wrote {exp.out}/czsl.json, czsl.png")
     return 0
 
 
-def _version() -> str:
-    """The installed distribution's version (``cnzsl-toolkit`` in pyproject.toml)."""
-    try:
-        return version("cnzsl-toolkit")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed: pip install -e .)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cnzsl", description="Class Normalization for zero-shot learning: reference toolkit."
+        prog="cnzsl", description="Class Normalization for zero-shot learning: reference toolkit.",
+        formatter_class=HelpFormatter,
+        epilog=examples("cnzsl train --dataset AWA1 --out runs/awa1-cn", "cnzsl figures --list") + "\n\n"
+        "Every command's options, defaults and examples: cnzsl COMMAND --help",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the toolkit's version and exit")
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_train(subparsers)
     _add_czsl(subparsers)
@@ -222,8 +278,11 @@ def _os_error_text(err: OSError) -> str:
     return f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}"
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: raised in the main thread so that every ``with`` block unwinds."""
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread so that every ``with`` block unwinds.
+
+    A BaseException, as KeyboardInterrupt: an ``except Exception`` on the way (reading a
+    cache, calling a user's model) must not take it for an error and carry on."""
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -233,29 +292,73 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cnzsl`` console script; returns the exit status.
 
-    Errors in the input: one line on stderr, status 2.  Ctrl-C (SIGINT) and SIGTERM: one
-    line, status 130 and 143 (128 + the signal number, the shell's convention); an
-    unfinished run writes nothing into its ``--out`` folder (:mod:`analysis.output_folder`).
+    Errors in the input and refused writes: one line on stderr, status 2.  Ctrl-C (SIGINT)
+    and SIGTERM: one line, status 130 and 143 (128 + the signal number, the shell's
+    convention); an unfinished run writes nothing into its ``--out`` folder
+    (:mod:`analysis.output_folder`).  Anything else is a bug and keeps its traceback.
     """
     args = build_parser().parse_args(argv)
+    args.outcome = Outcome()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.handler(args)
-    except (DataError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"cnzsl: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # the file system refused (permissions, a file in the way, disk full)
-        print(f"cnzsl: error: {_os_error_text(err)}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, Terminated) as err:
-        name, status = ("SIGTERM", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("Ctrl-C", 130)
-        print(f"\ncnzsl: interrupted ({name}); nothing more written: a run's files appear in --out only "
-              "when it finishes", file=sys.stderr)
+    except BaseException as err:
+        ending = _ending(err, args)
+        if ending is None:
+            raise
+        status, line = ending
+        print(line, file=sys.stderr)
         return status
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _ending(err: BaseException, args: argparse.Namespace) -> tuple[int, str] | None:
+    """``(exit status, the one line on stderr)`` for an expected way of failing, else None."""
+    done = outcome(args)
+    printed = "; the results printed above are this run's results" if done.results_printed else ""
+    out = getattr(args, "out", None)
+    state = getattr(err, FOLDER_STATE, None)
+    if isinstance(err, (KeyboardInterrupt, Terminated)):
+        name, status = ("SIGTERM", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("Ctrl-C", 130)
+        if state == "complete":  # the signal was held back until the files were in place
+            return status, f"\ncnzsl: interrupted ({name}) as the run finished: {out} holds all of its files"
+        if done.written is not None:
+            return status, f"\ncnzsl: interrupted ({name}); {done.written()}"
+        where = (f"nothing was written to {out} (a run's files appear there only when it finishes; the same "
+                 "command reruns it)") if out else "nothing was written"
+        return status, f"\ncnzsl: interrupted ({name}); {where}{printed}"
+    written = _file_in(err, out) if isinstance(err, OSError) else None
+    if written is not None:  # the file system refused one of the run's files
+        if done.written is not None:
+            left = done.written()
+        elif state == "incomplete":
+            left = f"{out} is left incomplete, without its results file; rerun with --overwrite"
+        else:
+            left = "nothing was written there"
+        return 2, f"cnzsl: error: could not write {written} in {out} ({err.strerror or err}); {left}{printed}"
+    if isinstance(err, (DataError, ValueError, FileNotFoundError, FileExistsError)):
+        return 2, f"cnzsl: error: {err}"
+    if isinstance(err, OSError):  # the file system refused something else (permissions on an input)
+        return 2, f"cnzsl: error: {_os_error_text(err)}"
+    return None
+
+
+def _file_in(err: OSError, out: str | None) -> str | None:
+    """The name, relative to ``out``, of the file ``err`` is about when it lies in ``out`` (a
+    staged file named as it would be published), else None."""
+    if not out or not err.filename or err.errno is None:
+        return None
+    path, folder = os.path.abspath(err.filename), os.path.abspath(out)
+    if os.path.commonpath([path, folder]) != folder or path == folder:
+        return None
+    parts = Path(os.path.relpath(path, folder)).parts
+    if parts[0].startswith(STAGING_PREFIX) and len(parts) > 1:
+        parts = parts[1:]
+    return "/".join(parts)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,9 @@
 it) and writes into ``run.out``:
 
     results.json      zsl_unseen, gzsl_unseen, gzsl_seen, gzsl_harmonic, ausuc (percent),
-                      train_seconds, per-epoch loss and seconds
+                      seen_logit_scale, seed, train_seconds, per-epoch loss and seconds,
+                      ``diverged`` (the loss rose: analysis.training.History.diverged);
+                      ``units`` names the unit of each (analysis.io.write_json)
     config.json       the TrainRun, the model config and the data summary
     environment.json  versions, platform and device
     model.pt          the trained model (analysis.checkpoint), unless save_model=False
@@ -13,8 +15,8 @@ it) and writes into ``run.out``:
 With several ``seeds`` the members are trained at once as one vectorized model
 (:func:`analysis.seed_ensemble.train_seeds`, equal to separate runs); ``results.json`` then
 holds every metric's mean and standard deviation over the seeds (``std`` with ``ddof=1``;
-0 for one seed) beside the per-seed rows, each model is saved as ``model-seed<S>.pt`` and
-``loss.png`` has one line per seed.
+``null`` for one seed: undefined, not zero) beside the per-seed rows, each model is saved
+as ``model-seed<S>.pt`` and ``loss.png`` has one line per seed.
 
 Nothing a user had is overwritten: if any of these files exists in ``out`` the run stops
 before doing any work, unless ``overwrite=True``.  The folder is locked for the run and its
@@ -33,14 +35,14 @@ from typing import Any
 
 from analysis.checkpoint import save_checkpoint
 from analysis.datasets import canonical_dataset_name, load_dataset
-from analysis.evaluation import evaluate
+from analysis.evaluation import default_seen_logit_scale, evaluate
 from analysis.io import check_output_folder, environment_info, write_json, write_png
 from analysis.output_folder import OutputFolder
 from analysis.model import PRESETS, preset_config
 from analysis.seed_ensemble import train_seeds
 from analysis.training import History, TrainConfig, resolve_device, train_model
 
-__all__ = ["METRICS", "OUTPUT_FILES", "TrainRun", "mean_std", "run_train"]
+__all__ = ["METRICS", "OUTPUT_FILES", "TrainRun", "format_mean_std", "mean_std", "run_train"]
 
 OUTPUT_FILES = ("results.json", "config.json", "environment.json", "model.pt", "loss.png")
 METRICS = ("zsl_unseen", "gzsl_unseen", "gzsl_seen", "gzsl_harmonic", "ausuc")  # percent
@@ -58,7 +60,7 @@ class TrainRun:
     preset: str = "cn"  # mlp, mlp+eq9, mlp+eq10, cn
     standardization_mode: str = "correct"  # or "notebook": the authors' var + eps quirk
     train: TrainConfig = field(default_factory=TrainConfig)
-    seen_logit_scale: float | None = None  # None: 0.95 (1.0 on CUB), as the authors
+    seen_logit_scale: float | None = None  # None: 0.95 (1.0 on CUB), as the authors; resolved on creation
     seeds: tuple[int, ...] | None = None  # several seeds at once (train.seed is then unused)
     save_model: bool = True
     overwrite: bool = False
@@ -72,6 +74,10 @@ class TrainRun:
                                                       and self.seen_logit_scale > 0):
             raise ValueError(f"--seen-logit-scale must be a finite positive number, got {self.seen_logit_scale}; "
                              f"use 1.0 for no calibration (authors: 0.95)")
+        if self.seen_logit_scale is None:  # the default applied, so that config.json records it
+            object.__setattr__(self, "seen_logit_scale", default_seen_logit_scale(self.dataset))
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", Path(self.data_root))
         if self.seeds is not None:
             seeds = tuple(int(x) for x in self.seeds)
             if not seeds or len(set(seeds)) != len(seeds):
@@ -86,16 +92,33 @@ class TrainRun:
         return tuple(f for f in OUTPUT_FILES if f != "model.pt") + models
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (``ddof=1``) over seeds: the summary of every
     seed-averaged table (``cnzsl train --seeds``, ``cnzsl czsl``, the ablation figure).
 
-    Non-finite values (a metric undefined for a seed) are left out; the std of a single
-    value is 0 and the mean of none is NaN.
+    Non-finite values (a metric undefined for a seed) are left out; the mean of none is
+    NaN.  With fewer than two finite values the std is undefined and returned as ``None``
+    (``null`` in the JSON outputs), never 0: one seed says nothing about the spread.
     """
     finite = [v for v in values if math.isfinite(v)]
     mean = statistics.fmean(finite) if finite else math.nan
-    return mean, statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return mean, statistics.stdev(finite) if len(finite) > 1 else None
+
+
+def format_mean_std(mean: float, std: float | None, digits: int = 1) -> str:
+    """``"61.3 ± 0.4"``; the mean alone when the std is undefined (a single seed)."""
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _units(per_seed: bool) -> dict[str, str]:
+    """The ``units`` of results.json (analysis.io.write_json)."""
+    units = {**{k: "percent" for k in METRICS}, "seen_logit_scale": "dimensionless", "train_seconds": "seconds",
+             "epoch_seconds": "seconds", "loss": "nats"}
+    if per_seed:
+        units.pop("loss")
+        units.update({**{f"std.{k}": "percent" for k in METRICS}, **{f"per_seed[].{k}": "percent" for k in METRICS},
+                      "per_seed[].seen_logit_scale": "dimensionless", "per_seed[].loss": "nats"})
+    return units
 
 
 def _loss_figure(histories: list[History], seeds: list[int], title: str):
@@ -120,7 +143,7 @@ def run_train(run: TrainRun, report: Callable[[dict[str, Any]], None] | None = N
     a failed write (a full disk) cannot lose what the run measured.
 
     Returns:
-        The content of ``results.json``.
+        The content of ``results.json`` (without the frame that :func:`analysis.io.write_json` adds).
 
     Raises:
         FileExistsError: outputs exist in ``run.out`` and ``overwrite`` is False.
@@ -154,7 +177,8 @@ def run_train(run: TrainRun, report: Callable[[dict[str, Any]], None] | None = N
             "fast_path": histories[0].path,
         }
         if run.seeds is None:
-            results = {**scores[0], **common, "loss": histories[0].loss, "epoch_seconds": histories[0].epoch_seconds}
+            results = {**scores[0], **common, "seed": run.train.seed, "loss": histories[0].loss,
+                       "epoch_seconds": histories[0].epoch_seconds, "diverged": histories[0].diverged}
         else:
             summary = {k: mean_std([s[k] for s in scores]) for k in METRICS}
             results = {
@@ -162,8 +186,10 @@ def run_train(run: TrainRun, report: Callable[[dict[str, Any]], None] | None = N
                 "std": {k: std for k, (_, std) in summary.items()},
                 **common,
                 "seeds": seeds,
-                "per_seed": [{"seed": seed, **score, "loss": h.loss} for seed, score, h in zip(seeds, scores, histories)],
+                "per_seed": [{"seed": seed, **score, "loss": h.loss, "diverged": h.diverged}
+                             for seed, score, h in zip(seeds, scores, histories)],
                 "epoch_seconds": histories[0].epoch_seconds,
+                "diverged": any(h.diverged for h in histories),  # any seed's loss rose
             }
         if report is not None:
             report(results)
@@ -176,5 +202,6 @@ def run_train(run: TrainRun, report: Callable[[dict[str, Any]], None] | None = N
                                 {"run": run, "seed": seed, "data": data.summary(), "results": {**score, **common}})
         write_png(folder.stage("loss.png"), _loss_figure(histories, seeds,
                                                      f"{data.name} ({data.source}), preset {run.preset}"))
-        write_json(folder.stage("results.json"), results)  # the marker: published last, when the run is complete
+        # the marker: published last, when the run is complete
+        write_json(folder.stage("results.json"), results, units=_units(run.seeds is not None))
     return results

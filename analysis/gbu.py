@@ -1,5 +1,5 @@
 """Loader for the GBU "xlsa17" zero-shot benchmark files (Xian et al., "Zero-Shot Learning -
-The Good, the Bad and the Ugly", CVPR 2017), PAPER.md section 5.
+The Good, the Bad and the Ugly", CVPR 2017), docs/science.md section 7.
 
 Layout, one folder per data set (``AWA1``, ``AWA2``, ``CUB``, ``SUN``, ``APY``)::
 
@@ -297,8 +297,8 @@ def load_gbu(root: str | os.PathLike, dataset: str) -> ZSLData:
             source="real",
             train=splits.train,
             val=splits.val,
-            provenance={"root": str(root), "att_splits": str(att_path),
-                        "res101": str(res_path)},
+            provenance={"root": os.path.abspath(root), "att_splits": os.path.abspath(att_path),
+                        "res101": os.path.abspath(res_path)},  # absolute: a record names its files
         )
     except DataError as err:
         raise DataError(f"{att_path}: {err}") from err

@@ -1,4 +1,4 @@
-"""Zero-shot metrics (PAPER.md §1, GZSL U / S / H; §4, AUSUC): per-class accuracies on logits.
+"""Zero-shot metrics (docs/science.md section 3.2): per-class accuracies on logits.
 
 Definitions (every function computes in float64 and returns a fraction in [0, 1]):
 
@@ -26,7 +26,7 @@ Definitions (every function computes in float64 and returns a fraction in [0, 1]
   accuracy of the seen-test (unseen-test) split restricted to its own classes, and
   ``AUSUC = ∫ S dU = Σ_{n unseen-correct} Σ_{m seen-correct} w_n w_m [δ_m > δ_n]``
   (ties count zero) ``≤ S_max · U_max``, computed exactly by sorting in O(n log n).
-  Columns in neither class list are ignored.  CZSL's mAUC (PAPER.md §4) averages it.
+  Columns in neither class list are ignored.  CZSL's mAUC (docs/science.md section 6.3) averages it.
 
 Ties: an argmax tie goes to the lowest class index (``torch.argmax`` keeps the first
 maximum; class lists are sorted before use).  Weights count the classes present in the

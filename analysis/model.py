@@ -9,9 +9,11 @@ an MLP over the class axis.  Each hidden layer ``i`` is ``Linear -> ReLU``; if `
 in ``cn_layers`` class standardization S (Eq. 9) wraps the ReLU as ``cn_placement`` says
 (``"both"``: ``S -> ReLU -> S``, the paper's reference).  The last layer ``V`` maps to
 ``d_z`` with ``final_init`` (Eq. 10 in CN) and an optional output ReLU.  With
-``hidden_dims=()`` the embedder is linear, ``p_c = V a_c``.
+``hidden_dims=()`` the embedder is linear, ``p_c = V a_c``.  ``prototypes(a)`` returns
+the prototypes after the output ReLU, ``pre_activation_prototypes(a)`` the output of ``V``
+before it, the quantity the V2-V4 claims are about.
 
-The reference "3-layer MLP + CN" (PAPER.md section 1) is preset ``"cn"``:
+The reference "3-layer MLP + CN" (docs/science.md section 2.6) is preset ``"cn"``:
 
     Linear(d_a,1024) -> ReLU -> Linear(1024,1024) -> S -> ReLU -> S -> Linear(1024,2048)[Eq.10] -> ReLU
 
@@ -205,13 +207,31 @@ class AttributeEmbedderModel(nn.Module):
         self.head = NormalizeScale(config.gamma)
 
     def prototypes(self, attributes: Tensor) -> Tensor:
-        """Class prototypes ``P(a)``: attributes [K, d_a] -> [K, d_z]."""
+        """Class prototypes ``P(a)``: attributes [K, d_a] -> [K, d_z] (after the output ReLU if any)."""
+        self._check_attributes(attributes)
+        return self.embedder(attributes)
+
+    def pre_activation_prototypes(self, attributes: Tensor) -> Tensor:
+        """The output of the last layer ``V`` before the output ReLU: ``V h_c + b_V``, [K, d_a] -> [K, d_z].
+
+        The V2-V4 claims (docs/science.md section 4) are about this quantity: with Eq. (10) and
+        CN right before ``V`` its second moment is ``1/d_z`` plus the bias's share.  After the
+        output ReLU (:meth:`prototypes`) it is about half of that, so comparing the claims
+        with :meth:`prototypes` fails.  Without ``output_relu`` both methods return the same.
+        The variance profiler records it as the entry ``"prototypes_pre_activation"``.
+        """
+        self._check_attributes(attributes)
+        h = attributes
+        for layer in self.embedder[:-1] if self.config.output_relu else self.embedder:
+            h = layer(h)
+        return h
+
+    def _check_attributes(self, attributes: Tensor) -> None:
         if attributes.ndim != 2 or attributes.shape[1] != self.config.attribute_dim:
             raise ValueError(
                 f"expected attributes of shape [K, {self.config.attribute_dim}], got "
                 f"{tuple(attributes.shape)}"
             )
-        return self.embedder(attributes)
 
     def forward(self, features: Tensor, attributes: Tensor) -> Tensor:
         """Logits [B, K] = gamma^2 cos(features_b, P(attributes_c))."""

@@ -1,5 +1,5 @@
 """The two popular tricks the CN paper analyses: normalize+scale (NS) and attributes
-normalization (AN), PAPER.md section 1.
+normalization (AN), docs/science.md sections 2.2 and 2.3.
 
 NS logits, for features ``z`` [B, d_z] and prototypes ``p`` [K, d_z]:
 

@@ -20,6 +20,20 @@ untouched, whatever stops the run (an error, Ctrl-C, SIGTERM, a full disk):
    Staging folders left by a killed process (SIGKILL, power loss) are removed by the next
    run that takes the lock.
 
+What the folder holds after an exception is written on the exception, as
+``err.folder_state`` (:data:`FOLDER_STATE`), where it is not "as it was":
+
+* ``"complete"``: SIGINT or SIGTERM arrived while the files were moved; the moves ran to
+  the end, so the folder holds the whole run, marker included, and the signal is raised
+  only then (the command says so instead of "nothing written").
+* ``"incomplete"``: a move failed (disk full, read-only) after an ``overwrite`` publish had
+  removed the old marker or replaced old files: no marker, some files of either run.
+  Without ``overwrite`` the files already moved are taken back and the folder is as it was.
+
+A folder that cannot be written (read-only file system, permissions, a full disk when the
+lock or the staging folder is created) is refused on entering, before any work, with
+:class:`OutputFolderUnwritable`.
+
 Example::
 
     with OutputFolder(out, ("config.json", "results.json"), overwrite=False) as folder:
@@ -46,14 +60,77 @@ try:  # POSIX; elsewhere runs are not locked against each other (stated in the R
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "STAGING_PREFIX", "FolderLock", "OutputFolder", "OutputFolderBusy"]
+__all__ = ["FOLDER_STATE", "LOCK_NAME", "STAGING_PREFIX", "FolderLock", "OutputFolder", "OutputFolderBusy",
+           "OutputFolderUnwritable", "publish_files"]
 
 LOCK_NAME = ".cnzsl.lock"
 STAGING_PREFIX = ".cnzsl-staging-"
+FOLDER_STATE = "folder_state"  # attribute of an exception out of a publish: "complete" or "incomplete"
 
 
 class OutputFolderBusy(FileExistsError):
     """Another process holds the lock of the output folder."""
+
+
+class OutputFolderUnwritable(ValueError):
+    """The output folder cannot be created or written (found before any work)."""
+
+
+def _unwritable(out: Path, err: OSError) -> OutputFolderUnwritable:
+    return OutputFolderUnwritable(
+        f"--out {str(out)!r} cannot be written ({err.strerror or err}); choose a folder you can write to")
+
+
+def publish_files(staging: Path, out: Path, names: Iterable[str], *, marker: str | None = None,
+                  overwrite: bool = False) -> None:
+    """Move ``names`` from ``staging`` into ``out`` with :func:`os.replace`, ``marker`` last,
+    SIGINT and SIGTERM held back until every move ran (step 4 of the module docstring).
+
+    With ``overwrite`` an existing ``marker`` is removed first, so that new files never stand
+    beside an old marker.  A failed move takes back the files this call added (names that
+    were not in ``out`` before); what it cannot take back is marked on the error
+    (``err.folder_state = "incomplete"``); a signal held back during the moves is raised
+    after them with ``folder_state = "complete"``.
+
+    Raises:
+        OSError: a move failed (the file system refused).
+    """
+    names = list(names)
+    order = [n for n in names if n != marker] + ([marker] if marker in names else [])
+    existed = {name for name in names if os.path.lexists(out / name)}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    moved: list[str] = []
+    removed_marker = False
+    done = False
+    try:
+        try:
+            if marker is not None and overwrite and marker in existed:
+                (out / marker).unlink()
+                removed_marker = True
+            for name in order:
+                os.replace(staging / name, out / name)
+                moved.append(name)
+            done = True
+        except OSError as err:
+            kept = []
+            for name in moved:  # take back what was not there before; a replaced file cannot be
+                if name in existed:
+                    kept.append(name)
+                    continue
+                try:
+                    (out / name).unlink()
+                except OSError:
+                    kept.append(name)
+            if kept or removed_marker:
+                setattr(err, FOLDER_STATE, "incomplete")
+            raise
+    finally:
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # runs a signal's handler held back
+        except BaseException as err:  # KeyboardInterrupt, or SIGTERM's exception
+            if done:
+                setattr(err, FOLDER_STATE, "complete")
+            raise
 
 
 class FolderLock:
@@ -66,6 +143,8 @@ class FolderLock:
 
     Raises (on entering):
         OutputFolderBusy: another process holds the lock.
+        OutputFolderUnwritable: ``out`` or its lock file cannot be created (read-only file
+            system, permissions, disk full).
     """
 
     def __init__(self, out: Path) -> None:
@@ -75,10 +154,14 @@ class FolderLock:
 
     def __enter__(self) -> FolderLock:
         self._created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # pragma: no cover - Windows
-            return self
-        fd = os.open(self.out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if fcntl is None:  # pragma: no cover - Windows
+                return self
+            fd = os.open(self.out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:  # found now, before any work, not when the results are due
+            self._remove_if_created()
+            raise _unwritable(self.out, err) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,6 +184,10 @@ class FolderLock:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
         if failed_in_new_folder:
+            self._remove_if_created()
+
+    def _remove_if_created(self) -> None:
+        if self._created:
             try:
                 self.out.rmdir()  # only if empty
             except OSError:
@@ -119,6 +206,7 @@ class OutputFolder:
     Raises (on entering):
         ValueError: ``out`` is empty, a file, or inside a file; ``marker`` not in ``names``.
         OutputFolderBusy: another run holds the folder's lock.
+        OutputFolderUnwritable: ``out``, its lock or its staging folder cannot be created.
         FileExistsError: ``out`` holds one of ``names`` and ``overwrite`` is False.
     """
 
@@ -139,7 +227,10 @@ class OutputFolder:
             refuse_to_overwrite(self.out, self.names, self.overwrite)
             for stale in self.out.glob(f"{STAGING_PREFIX}*"):  # left by a killed run: we hold the lock
                 shutil.rmtree(stale, ignore_errors=True)
-            self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
+            try:
+                self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
+            except OSError as err:
+                raise _unwritable(self.out, err) from None
         except BaseException as err:
             self._lock.__exit__(type(err), err, err.__traceback__)
             raise
@@ -178,13 +269,4 @@ class OutputFolder:
         if self.marker not in staged:
             raise RuntimeError(f"the run staged no {self.marker}, its completion marker: nothing was published")
         refuse_to_overwrite(self.out, self.names, self.overwrite)  # again: only our lock kept others out
-        held = {signal.SIGINT, signal.SIGTERM}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # the moves run to the end
-        try:
-            (self.out / self.marker).unlink(missing_ok=True)
-            for name in staged:
-                if name != self.marker:
-                    os.replace(self.staging / name, self.out / name)
-            os.replace(self.staging / self.marker, self.out / self.marker)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        publish_files(self.staging, self.out, staged, marker=self.marker, overwrite=self.overwrite)

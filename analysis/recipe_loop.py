@@ -1,6 +1,6 @@
 """The training recipe's loop, written once for every model and every device.
 
-:func:`fit` runs the recipe of PAPER.md section 1 (Adam with L2 weight decay, StepLR, a
+:func:`fit` runs the recipe of docs/science.md section 3.1 (Adam with L2 weight decay, StepLR, a
 fresh permutation of the ``n`` training rows every epoch, the last smaller batch kept) for
 any differentiable ``step_loss(rows) -> loss``: one model (``loss`` is a scalar) or ``S``
 models trained at once (``loss`` is ``[S]``, one mean cross-entropy per member; the
@@ -27,6 +27,14 @@ Two ways to run the same epochs:
 
 ``fast_path="auto"`` picks ``"graph"`` on CUDA when no ``on_step`` callback is given (a
 callback needs the step in Python), else ``"plain"``.
+
+A loss that becomes NaN or infinite (a learning rate far too large) stops the run with a
+:class:`DivergedError` naming the epoch, the step and the last finite loss.  Each step's
+loss is kept on the device and looked at only where the loop synchronizes anyway: the
+plain loop stops at the end of the epoch in which the loss first became non-finite, the
+graph path (which does not synchronize per epoch) after its last epoch; both name the
+first non-finite step.  The cross-entropy is never negative, so the epoch sum is
+non-finite exactly when one of its steps is: the normal run pays nothing.
 """
 
 from __future__ import annotations
@@ -39,12 +47,53 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-__all__ = ["FAST_PATHS", "EpochLog", "fit", "resolve_fast_path"]
+__all__ = ["FAST_PATHS", "DivergedError", "EpochLog", "fit", "resolve_fast_path"]
 
 FAST_PATHS = ("auto", "plain", "graph")
 
 StepLoss = Callable[[Tensor], Tensor]  # rows [B] (or [S, B]) -> mean loss, 0-dim (or [S])
 OnStep = Callable[[int, int, Tensor, Tensor], None]  # (step, epoch, loss, rows)
+
+
+class DivergedError(ValueError):
+    """The training loss became NaN or infinite: the run stopped (module docstring).
+
+    Attributes (1-based, as printed):
+        epoch: the epoch of the first non-finite step loss.
+        step: that step's index within its epoch.
+        loss: the non-finite value.
+        last_finite_loss: the step loss just before it (same seed member), ``None`` when the
+            very first step was already non-finite.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int, loss: float, last_finite_loss: float | None) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.loss, self.last_finite_loss = epoch, step, loss, last_finite_loss
+
+
+def _raise_diverged(epoch: int, steps: Tensor, before: Tensor | None, steps_per_epoch: int, lr: float) -> None:
+    """Raise the :class:`DivergedError` of ``epoch`` (0-based), whose step losses ``steps``
+    (``[k]`` or ``[k, S]``) hold a non-finite value; ``before`` is the previous epoch's last
+    step loss (``None`` in the first epoch)."""
+    table = steps.detach().cpu().double().reshape(steps.shape[0], -1)  # [k, S]
+    bad = ~torch.isfinite(table)
+    k = int(bad.any(dim=1).nonzero()[0])  # first non-finite step of the epoch
+    member = int(bad[k].nonzero()[0])
+    if k > 0:
+        last = float(table[k - 1, member])
+    elif before is not None:
+        last = float(before.detach().cpu().double().reshape(-1)[member])
+    else:
+        last = None
+    value = float(table[k, member])
+    who = f" (seed member {member} of {table.shape[1]} trained at once)" if table.shape[1] > 1 else ""
+    previous = (f"the last finite loss was {last:.4g}" if last is not None
+                else "the very first step was already non-finite (check the data for NaN or inf too)")
+    raise DivergedError(
+        f"the training loss diverged: it became {value} at epoch {epoch + 1}, step {k + 1} of {steps_per_epoch} "
+        f"(global step {epoch * steps_per_epoch + k + 1}){who}; {previous}; lower the learning rate "
+        f"(--lr, now {lr:g})",
+        epoch=epoch + 1, step=k + 1, loss=value, last_finite_loss=last)
 
 
 @dataclass
@@ -95,6 +144,9 @@ def fit(
             lr_decay, fused_optimizer, fast_path, progress).
         device: where the loop runs.
         on_step: called after each optimizer step with ``(step, epoch, loss, rows)``.
+
+    Raises:
+        DivergedError: a step loss became NaN or infinite (module docstring).
     """
     parameters = list(parameters)
     path = resolve_fast_path(config.fast_path, device, on_step is not None)
@@ -108,12 +160,16 @@ def _fit_plain(parameters, step_loss, draw_order, n, config, device, on_step) ->
                                  fused=config.fused_optimizer)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_epochs, config.lr_decay)
     log = EpochLog(path="plain")
+    steps_per_epoch = -(-n // config.batch_size)
+    previous = None  # the last step loss of the previous epoch (device)
     _synchronize(device)
     start = time.perf_counter()
-    for epoch in tqdm(range(config.epochs), desc="train", unit="epoch", disable=not config.progress):
+    for epoch in tqdm(range(config.epochs), desc=getattr(config, "progress_label", "train"), unit="epoch",
+                      disable=not config.progress):
         epoch_start = time.perf_counter()
         order = draw_order().to(device)
         total = None
+        step_losses = []  # kept on the device: looked at only if the epoch's loss is non-finite
         for rows in order.split(config.batch_size, dim=-1):
             loss = step_loss(rows)
             optimizer.zero_grad(set_to_none=True)
@@ -121,11 +177,15 @@ def _fit_plain(parameters, step_loss, draw_order, n, config, device, on_step) ->
             optimizer.step()
             weighted = loss.detach() * rows.shape[-1]
             total = weighted if total is None else total + weighted
+            step_losses.append(loss.detach())
             if on_step is not None:
                 on_step(log.steps, epoch, loss.detach(), rows)
             log.steps += 1
         schedule.step()
         log.loss.append(total.cpu().double() / n)  # one device synchronization per epoch
+        if not torch.isfinite(log.loss[-1]).all():
+            _raise_diverged(epoch, torch.stack(step_losses), previous, steps_per_epoch, config.lr)
+        previous = step_losses[-1]
         log.epoch_seconds.append(time.perf_counter() - epoch_start)
     _synchronize(device)
     log.seconds = time.perf_counter() - start
@@ -143,22 +203,25 @@ def _fit_static(parameters, step_loss, draw_order, n, config, device, *, graph: 
     order = torch.empty(first.shape, dtype=torch.int64, device=device)  # the static permutation
     total = torch.zeros(first.shape[:-1], dtype=torch.float32, device=device)  # epoch loss sum
     steps_per_epoch = -(-n // config.batch_size)
+    step_record = torch.zeros((steps_per_epoch, *first.shape[:-1]), dtype=torch.float32, device=device)
 
     def run_epoch() -> None:
         total.zero_()
-        for rows in order.split(config.batch_size, dim=-1):
+        for k, rows in enumerate(order.split(config.batch_size, dim=-1)):
             loss = step_loss(rows)
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimizer.step()
             total.add_(loss.detach().float(), alpha=rows.shape[-1])
+            step_record[k].copy_(loss.detach())  # to name the step if the loss diverges
 
     log = EpochLog(path="graph" if graph else "static")
-    losses = []
+    losses, records = [], []
     _synchronize(device)
     clock = _Clock(device)
     captured = None
-    for epoch in tqdm(range(config.epochs), desc="train", unit="epoch", disable=not config.progress):
+    for epoch in tqdm(range(config.epochs), desc=getattr(config, "progress_label", "train"), unit="epoch",
+                      disable=not config.progress):
         order.copy_(first if epoch == 0 else draw_order())
         if not graph:
             run_epoch()
@@ -171,6 +234,7 @@ def _fit_static(parameters, step_loss, draw_order, n, config, device, *, graph: 
         else:
             captured.replay()
         losses.append(total.clone())  # the next epoch reuses `total`
+        records.append(step_record.clone())
         if graph and captured is None:
             captured = torch.cuda.CUDAGraph()
             with torch.cuda.graph(captured):  # synchronizes, then records without running
@@ -180,6 +244,10 @@ def _fit_static(parameters, step_loss, draw_order, n, config, device, *, graph: 
         clock.mark()
     log.seconds = clock.stop()
     log.loss = [x.cpu().double() / n for x in losses]
+    for epoch, x in enumerate(log.loss):  # no synchronization per epoch here: looked at once, at the end
+        if not torch.isfinite(x).all():
+            _raise_diverged(epoch, records[epoch], records[epoch - 1][-1] if epoch else None, steps_per_epoch,
+                            config.lr)
     log.epoch_seconds = clock.durations()
     return log
 

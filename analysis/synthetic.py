@@ -74,6 +74,7 @@ and synthesizes only features and labels, with the preset's values for that data
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -395,6 +396,6 @@ def make_semi_synthetic(
         name=name, features=features, labels=labels, attributes=splits.attributes,
         trainval=splits.trainval, test_seen=splits.test_seen, test_unseen=splits.test_unseen,
         train=splits.train, val=splits.val, class_names=splits.class_names, source="semi-synthetic",
-        provenance={"att_splits": str(path), "features": "analysis.synthetic", "seed": seed, "rule": rule,
+        provenance={"att_splits": os.path.abspath(path), "features": "analysis.synthetic", "seed": seed, "rule": rule,
                     "knobs": knobs},
     )

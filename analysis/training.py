@@ -1,4 +1,4 @@
-"""The paper's training recipe (PAPER.md section 1), with all data resident on the device.
+"""The paper's training recipe (docs/science.md section 3.1), with all data resident on the device.
 
 Recipe: softmax cross-entropy over the **seen** classes, every step passing the whole
 seen-class attribute matrix [K_s, d_a] through the model; Adam (lr 5e-4, L2 weight decay
@@ -20,12 +20,20 @@ The loop itself is :func:`analysis.recipe_loop.fit`, shared with the many-seeds 
 in a CUDA graph and replays it, which removes the per-step launch and Python overhead
 that dominates this tiny model; the plain loop runs on the CPU and whenever an
 ``on_step`` callback is given.
+
+``on_step`` takes one callback or a sequence of them (a recorder and a probe in one run):
+after each optimizer step they are called in the order given, all with the same
+:class:`StepInfo`; an empty sequence is no callback.
+
+A diverging run is never reported as if nothing happened: a loss that becomes NaN or
+infinite stops it with a :class:`DivergedError` (epoch, step, last finite loss, "lower
+--lr"), and a run whose loss rose (:attr:`History.diverged`) is flagged by ``cnzsl train``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -34,11 +42,15 @@ from torch import Tensor, nn
 from analysis.data import ZSLData
 from analysis.model import AttributeEmbedderModel, ClassifierConfig, EmbedderConfig, LinearClassifier
 from analysis.normalization import ATTRIBUTE_NORMS, normalize_attributes
-from analysis.recipe_loop import FAST_PATHS, fit
+from analysis.recipe_loop import FAST_PATHS, DivergedError, fit
 
-__all__ = ["History", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
+__all__ = ["DIVERGENCE_TOLERANCE", "DivergedError", "History", "OnStep", "StepInfo", "TrainConfig", "build_model", "resolve_device", "seen_targets", "train", "train_model"]
 
 DEVICES = ("auto", "cpu", "cuda")
+
+# History.diverged: the last epoch's mean loss exceeds the first's by more than this relative
+# margin (float32 noise on a flat run stays far below it; a run that learns drops by far more).
+DIVERGENCE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class TrainConfig:
     fused_optimizer: bool = True  # Adam's fused kernel: same update, ~2.5x faster step on CPU
     fast_path: str = "auto"  # "auto": whole epochs as CUDA graphs on CUDA, plain loop on CPU
     progress: bool = True  # tqdm bar over epochs
+    progress_label: str = "train"  # the bar's name (e.g. the model, when a command trains several)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "lr_step_epochs"):
@@ -87,6 +100,16 @@ class History:
     steps: int = 0
     path: str = "plain"  # "plain" loop or "graph" (whole epochs replayed as CUDA graphs)
 
+    @property
+    def diverged(self) -> bool:
+        """The loss rose: ``loss[-1] > loss[0] * (1 + DIVERGENCE_TOLERANCE)``, the last epoch's
+        mean loss against the first's (never with fewer than two epochs).  Such a run still has
+        results, flagged: ``cnzsl train`` warns and records ``diverged`` in results.json.
+
+        Example: ``History(loss=[4.6, 6.4]).diverged`` is True, ``History(loss=[4.6, 1.2]).diverged`` False.
+        """
+        return len(self.loss) >= 2 and self.loss[-1] > self.loss[0] * (1 + DIVERGENCE_TOLERANCE)
+
 
 @dataclass(frozen=True)
 class StepInfo:
@@ -99,6 +122,30 @@ class StepInfo:
     features: Tensor  # the step's batch [B, d_z]
     targets: Tensor  # [B], indices into the seen classes
     attributes: Tensor  # normalized seen-class attributes [K_s, d_a]
+
+
+OnStep = Callable[[StepInfo], None]  # an ``on_step`` callback
+
+
+def _callbacks(on_step: OnStep | Sequence[OnStep] | None) -> list[OnStep]:
+    """``on_step`` as a list of callbacks: ``None`` -> ``[]``, a callable -> ``[it]``, a sequence as given.
+
+    Raises:
+        TypeError: ``on_step`` is neither ``None``, a callable nor a list or tuple of callables.
+    """
+    if on_step is None:
+        return []
+    if callable(on_step):
+        return [on_step]
+    if not isinstance(on_step, (list, tuple)):
+        raise TypeError(
+            f"on_step must be a callable f(StepInfo), a list or tuple of them, or None, got "
+            f"{type(on_step).__name__}"
+        )
+    bad = [f"{i}: {type(f).__name__}" for i, f in enumerate(on_step) if not callable(f)]
+    if bad:
+        raise TypeError(f"every on_step callback must be callable f(StepInfo); not callable at index {', '.join(bad)}")
+    return list(on_step)
 
 
 def _check_device_name(device: str | torch.device) -> None:
@@ -130,12 +177,13 @@ def build_model(config: EmbedderConfig | ClassifierConfig, seed: int) -> nn.Modu
     raise TypeError(f"expected an EmbedderConfig or ClassifierConfig, got {type(config).__name__}")
 
 
-def seen_targets(data: ZSLData) -> Tensor:
-    """trainval labels remapped to 0..K_s-1, the column order of the seen classes."""
+def seen_targets(data: ZSLData, indices: Tensor | None = None) -> Tensor:
+    """Labels of the samples ``indices`` (default ``data.trainval``) remapped to 0..K_s-1,
+    the column order of the seen classes; a sample of an unseen class maps to -1."""
     to_seen = torch.full((data.num_classes,), -1, dtype=torch.int64, device=data.device)
     seen = data.seen_classes
     to_seen[seen] = torch.arange(seen.numel(), device=data.device)
-    return to_seen[data.labels[data.trainval]]
+    return to_seen[data.labels[data.trainval if indices is None else indices]]
 
 
 def train(
@@ -143,7 +191,7 @@ def train(
     data: ZSLData,
     config: TrainConfig = TrainConfig(),
     *,
-    on_step: Callable[[StepInfo], None] | None = None,
+    on_step: OnStep | Sequence[OnStep] | None = None,
 ) -> History:
     """Train ``model`` in place on ``data.trainval`` with the recipe in ``config``.
 
@@ -151,11 +199,19 @@ def train(
         model: any model of the protocol ``model(features, attributes) -> logits``.
         data: the data set (moved to the device for the run; the caller's copy is untouched).
         config: the recipe.
-        on_step: optional callback after each step (for probes that record a trajectory).
+        on_step: optional callback after each step (for probes that record a trajectory), or
+            a list or tuple of callbacks, called in that order with the same :class:`StepInfo`;
+            ``[]`` is the same as ``None``.
 
     Returns:
         The :class:`History`; the model is left on the device in training mode.
+
+    Raises:
+        TypeError: ``on_step`` is not a callable, a list or tuple of callables, or ``None``.
+        DivergedError: a step's loss became NaN or infinite (it names the epoch, the step and
+            the last finite loss; the fix is a smaller ``lr``).
     """
+    callbacks = _callbacks(on_step)
     device = resolve_device(config.device)
     data = data.to(device)
     model.to(device).train()
@@ -170,10 +226,12 @@ def train(
         return nn.functional.cross_entropy(model(features[rows], attributes), targets[rows])
 
     def callback(step: int, epoch: int, loss: Tensor, rows: Tensor) -> None:
-        on_step(StepInfo(step, epoch, loss, model, features[rows], targets[rows], attributes))
+        info = StepInfo(step, epoch, loss, model, features[rows], targets[rows], attributes)
+        for f in callbacks:  # in the order given
+            f(info)
 
     log = fit(model.parameters(), step_loss, lambda: torch.randperm(n, generator=shuffle), n, config, device,
-              on_step=None if on_step is None else callback)
+              on_step=callback if callbacks else None)
     return History(loss=[float(x) for x in log.loss], epoch_seconds=log.epoch_seconds, seconds=log.seconds,
                    device=str(device), steps=log.steps, path=log.path)
 
@@ -182,7 +240,7 @@ def train_model(
     config: EmbedderConfig | ClassifierConfig,
     data: ZSLData,
     train_config: TrainConfig = TrainConfig(),
-    **kwargs: Callable[[StepInfo], None] | None,
+    **kwargs: OnStep | Sequence[OnStep] | None,
 ) -> tuple[nn.Module, History]:
     """Build the model of ``config`` with ``train_config.seed`` and :func:`train` it."""
     model = build_model(config, train_config.seed)

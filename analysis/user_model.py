@@ -11,7 +11,10 @@ whose module maps
     forward(features [B, d_z], attributes [K, d_a]) -> logits [B, K]
 
 (``prototypes(attributes) -> [K, d_z]`` optional: the variance profiler uses it when
-present).  The trainer, ``evaluate``, the variance profiler and every landscape probe
+present, else calls ``forward(attributes)``; ``pre_activation_prototypes(attributes)``
+optional: the output of the last layer before an output activation, which the V2-V4
+predictions are about; ``head.gamma`` optional: the NS scale, a number or a one-element
+``nn.Parameter``).  The trainer, ``evaluate``, the variance profiler and every landscape probe
 accept any module that follows it.
 
 :func:`resolve_model` turns the text a user types into a :class:`ModelSpec`:

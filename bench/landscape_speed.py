@@ -13,17 +13,23 @@ images and the 40 seen classes, at initialization and after ``--epochs`` of trai
 Both methods share the matvec, the start vector and the stopping rule (distance to the
 reference), so the comparison is of iterations only.
 
-    python bench/landscape_speed.py [--epochs 5] [--rel-tol 1e-3] [--max-power 600]
+    python bench/landscape_speed.py [--epochs 5] [--rel-tol 1e-3] [--max-power 600] [--device cuda]
+                                    [--json landscape_speed.json]
+
+On a GPU every timed product ends in a host read of its Rayleigh quotient (a ``float()``),
+which synchronizes the device, so the recorded wall times are complete.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
-from analysis import TrainConfig, load_dataset, preset_config, train
+from analysis import TrainConfig, load_dataset, preset_config, resolve_device, train
+from analysis.io import environment_info, refuse_to_overwrite, write_json
 from analysis.training import build_model
 from landscape.hvp import HessianOperator
 from landscape.lanczos import lanczos_tridiagonal
@@ -54,7 +60,8 @@ def first_within(estimates: list[float], reference: float, rel_tol: float) -> in
 
 def measure(model, batch, label: str, args) -> dict:
     # float64 reference
-    model64 = build_model(model.config, 0).double()
+    device = batch.features.device
+    model64 = build_model(model.config, 0).double().to(device)
     model64.load_state_dict(model.state_dict())
     batch64 = type(batch)(batch.features.double(), batch.targets, batch.attributes.double())
     obj64 = Objective(model64)
@@ -64,7 +71,7 @@ def measure(model, batch, label: str, args) -> dict:
     obj = Objective(model)
     op = HessianOperator(obj, [batch])
     n = obj.num_parameters
-    start = torch.empty(n).bernoulli_(0.5, generator=torch.Generator().manual_seed(1)).mul_(2).sub_(1)
+    start = torch.empty(n).bernoulli_(0.5, generator=torch.Generator().manual_seed(1)).mul_(2).sub_(1).to(device)
     op.matvec(start)  # warm-up: builds the reused gradient graph, so neither method pays for it
 
     timed = TimedMatvec(op.matvec)
@@ -109,16 +116,24 @@ def main() -> None:
     parser.add_argument("--rel-tol", type=float, default=1e-3)
     parser.add_argument("--max-lanczos", type=int, default=60)
     parser.add_argument("--max-power", type=int, default=600)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here (refuses to overwrite)")
     args = parser.parse_args()
-    data = load_dataset("AWA1")
-    model = build_model(preset_config("cn", data.attribute_dim, data.feature_dim), 1)
+    device = resolve_device(args.device)
+    if args.json is not None:
+        refuse_to_overwrite(args.json.parent, [args.json.name])
+    data = load_dataset("AWA1").to(device)
+    model = build_model(preset_config("cn", data.attribute_dim, data.feature_dim), 1).to(device)
     batch = zsl_batches(data, batch_size=256)[0]
     print(f"AWA1 (synthetic) · reference CN model ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
-          f"parameters) · batch {batch.size} · {batch.attributes.shape[0]} seen classes · "
+          f"parameters) · batch {batch.size} · {batch.attributes.shape[0]} seen classes · {device} · "
           f"{torch.get_num_threads()} threads · target: relative error <= {args.rel_tol:g}")
     rows = [measure(model, batch, "initialization", args)]
-    train(model, data, TrainConfig(epochs=args.epochs, progress=False))
+    train(model, data, TrainConfig(epochs=args.epochs, progress=False, device=str(device)))
     rows.append(measure(model, batch, f"after {args.epochs} epochs", args))
+    if args.json is not None:
+        write_json(args.json, {"config": vars(args), "environment": environment_info(str(device)), "rows": rows})
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -296,9 +296,9 @@ def load_or_compute_truth(problem: Problem, config: PeersConfig, kmax: int) -> d
     path = Path(config.truth_cache) if config.truth_cache else None
     cache: dict[str, Any] = {"entries": {}}
     if path is not None and path.is_file():
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        try:  # only the entries: write_json frames the file again (schema_version, created, complete)
+            cache = {"entries": json.loads(path.read_text()).get("entries", {})}
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
             _log(f"ignoring unreadable truth cache {path}: {exc}")
             cache = {"entries": {}}
         if key in cache.get("entries", {}) and not config.recompute_truth:

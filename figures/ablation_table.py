@@ -1,11 +1,11 @@
-"""The paper's ablation table: 3-layer MLP, + Eq. (9), + Eq. (10), + CN (PAPER.md section 1).
+"""The paper's ablation table: 3-layer MLP, + Eq. (9), + Eq. (10), + CN (docs/science.md section 8.1).
 
 For every data set of the run (``ctx.datasets()``), each ablation row (presets ``mlp``, ``mlp+eq9``, ``mlp+eq10``, ``cn`` of
 :mod:`analysis.model`) is trained with the reference recipe for every seed of
 ``ctx.seeds`` (all seeds at once: :func:`analysis.seed_ensemble.train_seeds`, equal to
 separate runs) and evaluated: GZSL unseen (U), seen (S) and harmonic mean (H) accuracy,
 per-class means in percent, reported as mean ± standard deviation over the seeds
-(``ddof=1``).  The published numbers (SUN, CUB, AWA1, AWA2) stand beside ours when the
+(``ddof=1``; ``null`` in the cache and the mean alone in the table for a single seed).  The published numbers (SUN, CUB, AWA1, AWA2) stand beside ours when the
 data set is a real one, i.e. its attributes and splits come from ``att_splits.mat``
 (:func:`published`); with synthetic features (no ``res101.mat``) only the *order* of the
 rows is comparable, and the table says so.  The synthetic presets get no published
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis.evaluation import evaluate
-from analysis.experiment import mean_std
+from analysis.experiment import format_mean_std, mean_std
 from analysis.io import atomic_write, write_json
 from analysis.model import preset_config
 from analysis.seed_ensemble import train_seeds
@@ -36,11 +36,11 @@ from figures.style import add_caption, color, label, new_figure, save_figure
 
 NAME = "ablation_table"
 TITLE = "Ablation: MLP, + Eq. 9, + Eq. 10, + CN; GZSL U / S / H, mean ± std over seeds"
-PAPER = "ablation table"
+PAPER = "§8.1 ablation table"  # docs/science.md section 8.1
 EXTRA_OUTPUTS = (f"{NAME}.md", f"{NAME}.csv")  # besides NAME.png / NAME.pdf
 
 ROWS = ("mlp", "mlp+eq9", "mlp+eq10", "cn")
-# PAPER.md section 1: published GZSL U / S / H (percent), 3-layer MLP ablation
+# docs/science.md section 8.1: published GZSL U / S / H (percent), 3-layer MLP ablation
 PUBLISHED: dict[str, dict[str, tuple[float, float, float]]] = {
     "mlp": {"SUN": (31.4, 40.4, 35.3), "CUB": (45.2, 48.4, 46.7), "AWA1": (57.0, 69.9, 62.8),
             "AWA2": (54.5, 72.2, 62.1)},
@@ -70,7 +70,8 @@ def compute(ctx: FigureContext) -> Path:
         rows = {}
         for preset in ROWS:
             config = preset_config(preset, data.attribute_dim, data.feature_dim)
-            models, histories = train_seeds(config, data, recipe, seeds)
+            named = replace(recipe, progress_label=f"{choice.name} · {preset} · seeds {','.join(map(str, seeds))}")
+            models, histories = train_seeds(config, data, named, seeds)
             scores = [evaluate(m, data).percent() for m in models]
             summary = {k: mean_std([s[k] for s in scores]) for k in METRICS}
             rows[preset] = {
@@ -81,7 +82,10 @@ def compute(ctx: FigureContext) -> Path:
             }
         results[choice.name] = {"source": choice.source, "rows": rows}
     write_json(ctx.cache_path(NAME), {"results": results, "published": PUBLISHED, "seeds": list(seeds),
-                                      "provenance": ctx.provenance(choices, **settings)})
+                                      "provenance": ctx.provenance(choices, **settings)},
+               units={**{f"results.*.rows.*.{part}.{k}": "percent" for part in ("mean", "std") for k in METRICS},
+                      **{f"results.*.rows.*.per_seed[].{k}": "percent" for k in METRICS},
+                      "results.*.rows.*.train_seconds": "seconds", "published.*.*": "percent"})
     return ctx.cache_path(NAME)
 
 
@@ -91,7 +95,7 @@ def _epochs(cache: dict[str, Any]) -> str:
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
-    return f"{row['mean'][key]:.1f} ± {row['std'][key]:.1f}"
+    return format_mean_std(row["mean"][key], row["std"][key])  # the mean alone for one seed (std null)
 
 
 def published(cache: dict[str, Any], preset: str, name: str) -> tuple[float, float, float] | None:
@@ -141,6 +145,7 @@ def plot(ctx: FigureContext) -> list[Path]:
         x = np.arange(len(names)) + (i - (len(ROWS) - 1) / 2) * width
         means = [results[n]["rows"][preset]["mean"]["gzsl_harmonic"] for n in names]
         stds = [results[n]["rows"][preset]["std"]["gzsl_harmonic"] for n in names]
+        stds = [np.nan if s is None else s for s in stds]  # one seed: no error bar
         ax.bar(x, means, width * 0.92, yerr=stds, capsize=2, color=color(preset), label=label(preset))
         reference = [(published(cache, preset, n) or (np.nan,) * 3)[2] for n in names]
         if not all(np.isnan(reference)):

@@ -1,4 +1,4 @@
-"""V3 (PAPER.md section 2): class attributes are neither Gaussian nor uncorrelated across classes.
+"""V3 (docs/science.md section 4.3): class attributes are neither Gaussian nor uncorrelated across classes.
 
 What it shows.  Per data set, box plots over attributes of the D'Agostino-Pearson normality
 statistic ``K^2_j`` of each attribute across the ``C`` classes, of its p-value, and, over
@@ -45,7 +45,7 @@ __all__ = ["NAME", "PAPER", "TITLE", "Budget", "budget", "compute", "histogram_d
 
 NAME = "attribute_statistics"
 TITLE = "Attribute statistics across classes: normality test, p-values, |correlation|, histograms"
-PAPER = "§2 V3 (data)"
+PAPER = "§4.3 V3 (data)"  # docs/science.md section 4.3
 
 PERCENTILES = tuple(range(101))  # stored for |r| (tens of thousands of pairs on CUB)
 _FISHER_MEDIAN = 0.6744897501960817  # median of |N(0, 1)|

@@ -4,7 +4,7 @@ A figure module ``figures/<name>.py`` defines
 
     NAME: str                                  # "variance_vs_depth", ... (= the module name)
     TITLE: str                                 # one line, used in the README and --list
-    PAPER: str                                 # what it reproduces: "Figure 1", "Table 3", ...
+    PAPER: str                                 # what it reproduces: "Figure 1", "§8.1 ..." (§N: docs/science.md)
     compute(ctx: FigureContext) -> Path        # writes ctx.cache_path(NAME, suffix) and returns it
     plot(ctx: FigureContext) -> list[Path]     # reads only that cache; writes NAME.png and NAME.pdf
     EXTRA_OUTPUTS: tuple[str, ...]             # optional: other files plot() writes (NAME.md, ...)

@@ -1,4 +1,4 @@
-"""The three models of the loss-surface figures (PAPER.md section 3), trained once and cached.
+"""The three models of the loss-surface figures (docs/science.md section 5.1), trained once and cached.
 
 The loss-surface figures (:mod:`figures.loss_surface`, :mod:`figures.loss_slices`,
 :mod:`figures.spectral_density`) study the same three models, trained with the paper's
@@ -20,8 +20,11 @@ atomically) holds, per model, the state dict (CPU), the trajectory records and t
 training history, beside a *key*: this format's version, the seed, the
 :class:`TrainingBudget`, the training recipe (:class:`~analysis.training.TrainConfig`
 without ``progress``, device included) and the data's identity (name, source, data root,
-data seed, trainval subset).  The file is reused only when its key equals the current one;
-otherwise (or when it cannot be read) the models are retrained and the file replaced.
+data seed, trainval subset), and the sha256 of each model's state dict
+(:func:`analysis.checkpoint.state_digest`).  The file is reused only when its key equals the
+current one and every model's tensors match their sha256; otherwise (or when it cannot be
+read) the models are retrained and the file replaced, so a changed byte in a weight is
+never drawn as a result.
 
 **Data.**  The first data set of ``ctx.datasets()``, AWA2 when it is there (the default of
 ``cnzsl landscape``).  A budget may restrict training to ``trainval_samples`` samples: a
@@ -44,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from analysis.checkpoint import state_digest
 from analysis.data import ZSLData
 from analysis.io import atomic_write, to_jsonable
 from analysis.model import ClassifierConfig, EmbedderConfig
@@ -71,7 +74,7 @@ __all__ = [
 MODELS = ("classifier", "zsl_mlp", "zsl_cn")  # names of figures.style's colours and labels
 LANDSCAPE_KIND = {"classifier": "classifier", "zsl_mlp": "mlp", "zsl_cn": "cn"}  # landscape.MODEL_KINDS
 EXTRA_KEY = "landscape_models"  # ctx.extra[EXTRA_KEY] overrides TrainingBudget entries
-CACHE_FORMAT = 1  # bump when the content of the .pt cache changes
+CACHE_FORMAT = 2  # bump when the content of the .pt cache changes (2: state_sha256)
 _TRAIN_SUBSET_OFFSET = 101  # generator seed = ctx.data_seed + offset
 _EVAL_SUBSET_OFFSET = 202
 _EVAL_BATCH_SIZE = 1024  # samples per batch of the evaluation objective (memory only)
@@ -276,13 +279,20 @@ def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 -- torch's weights-only unpickler raises many types on
+        # arbitrary bytes (UnpicklingError, EOFError, IndexError, KeyError, ...): any of them means
+        # "not a readable cache", and the reason is printed
         print(f"cnzsl: discarding the model cache {path}: it cannot be read ({type(err).__name__}: "
               f"{str(err).splitlines()[0] if str(err) else 'no message'}); retraining", file=sys.stderr)
         return None
     if not isinstance(payload, dict) or payload.get("key") != json.dumps(key, sort_keys=True):
         print(f"cnzsl: discarding the model cache {path}: it was made with other settings (budget, "
               f"recipe, data or seed); retraining", file=sys.stderr)
+        return None
+    digests, states = payload.get("state_sha256") or {}, payload.get("models") or {}
+    if any(name not in states or digests.get(name) != state_digest(states[name]) for name in MODELS):
+        print(f"cnzsl: discarding the model cache {path}: its tensors do not match the sha256 stored when it "
+              "was written (a changed byte); retraining", file=sys.stderr)
         return None
     return payload
 
@@ -331,10 +341,11 @@ def trained_models(
         models[name], trajectories[name] = model, probe.records
         histories[name] = {"loss": list(history.loss), "steps": history.steps, "seconds": history.seconds,
                            "etas": list(etas)}
+    states = {name: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for name, m in models.items()}
     payload = {
         "key": json.dumps(key, sort_keys=True),
-        "models": {name: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
-                   for name, m in models.items()},
+        "models": states,
+        "state_sha256": {name: state_digest(state) for name, state in states.items()},
         "trajectories": trajectories,
         "histories": histories,
     }

@@ -1,4 +1,4 @@
-"""2-D loss slices of the three trained models (PAPER.md section 3): "ZSL models have a
+"""2-D loss slices of the three trained models (docs/science.md section 5.4): "ZSL models have a
 more irregular loss surface than traditional classifiers, and CN partially remedies this",
 seen through the plots of Li et al. (2018).
 
@@ -42,7 +42,7 @@ __all__ = ["FAST", "FULL", "NAME", "PAPER", "TITLE", "SliceBudget", "compute", "
 
 NAME = "loss_slices"
 TITLE = "2-D loss slices along filter-normalized directions of the three trained models"
-PAPER = "§3 loss slices"
+PAPER = "§5.4 loss slices"  # docs/science.md section 5.4
 DIRECTION_SEED_OFFSET = 2  # directions from Generator().manual_seed(seed + 2)
 
 

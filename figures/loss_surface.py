@@ -1,4 +1,4 @@
-"""Loss-surface smoothness along training (PAPER.md section 3): "ZSL models have a more
+"""Loss-surface smoothness along training (docs/science.md section 5): "ZSL models have a more
 irregular loss surface than traditional classifiers, and CN partially remedies this".
 
 Three models trained with the paper's recipe on the same data (the traditional
@@ -45,7 +45,7 @@ __all__ = ["FAST", "FULL", "NAME", "PAPER", "QUANTITIES", "TITLE", "SurfaceBudge
 
 NAME = "loss_surface"
 TITLE = "Gradient norm, top Hessian eigenvalue and effective beta along training"
-PAPER = "§3 smoothness"
+PAPER = "§5.2-5.3 smoothness"  # docs/science.md sections 5.2 and 5.3
 
 # cache key -> (panel title, y label)
 QUANTITIES = {

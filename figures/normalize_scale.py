@@ -1,4 +1,4 @@
-"""V1 (PAPER.md section 2, the authors' appendix): the spread of normalize+scale logits.
+"""V1 (docs/science.md section 4.1, the authors' appendix): the spread of normalize+scale logits.
 
 What it shows.  (a) The standard deviation of the cosine between two independent random
 vectors against their dimension ``d`` = 32..8192: the paper's prediction, the exact value and
@@ -58,7 +58,7 @@ __all__ = ["NAME", "PAPER", "TITLE", "Budget", "budget", "compute", "cosine_std"
 
 NAME = "normalize_scale"
 TITLE = "Normalize+scale: predicted and Monte Carlo std of the cosine against d, and per data set"
-PAPER = "Appendix (V1)"
+PAPER = "Appendix (V1, §4.1)"  # docs/science.md section 4.1
 
 GAMMA = 5.0  # NS scale of the reference recipe: logits = 25 cos
 ATTRIBUTE_NORM = "l2_sqrt"

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from analysis.io import check_output_folder
 from analysis.data import ZSLData
@@ -62,7 +62,7 @@ from landscape import (
     spectral_density,
     zsl_batches,
 )
-from variance import profile_at_init, profile_layers
+from variance import profile_at_init, profile_layers, prototypes_entry
 from variance.prototype_variance import final_layer_variances
 
 __all__ = ["FAST_BUDGET", "FULL_BUDGET", "METRICS", "ProbeRun", "probe_model"]
@@ -116,6 +116,8 @@ class ProbeRun:
         object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         object.__setattr__(self, "compare", tuple(self.compare))
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", Path(self.data_root))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct integers, at least one, got {self.seeds}")
@@ -180,7 +182,7 @@ def _preset_predictions(model: nn.Module, data: ZSLData) -> dict[str, Any] | Non
     s_v2, s_b2 = final_layer_variances(config)
     width = config.hidden_dims[-1] if config.hidden_dims else config.attribute_dim
     return {
-        "layer": final,  # pre-activation prototypes: the V2-V4 claims are about V's output
+        "layer": final,  # V, whose output (the "prototypes_pre_activation" entry) the V2-V4 claims are about
         "normalized_before_V": normalized,
         "second_moment": s_v2 * width + s_b2 if normalized else None,
         # across classes: s_V^2 tr(class covariance of V's input) = s_V^2 d_L when every
@@ -190,26 +192,37 @@ def _preset_predictions(model: nn.Module, data: ZSLData) -> dict[str, Any] | Non
     }
 
 
+def _ns_scale(model: nn.Module) -> Any:
+    """``model.head.gamma`` as a float (a learned temperature, a one-element tensor: its value at
+    init, detached), :data:`_GAMMA_DEFAULT` without one; anything else is passed on for the
+    profiler to refuse with its message."""
+    gamma = getattr(getattr(model, "head", None), "gamma", None)
+    if gamma is None:
+        return _GAMMA_DEFAULT
+    if isinstance(gamma, Tensor) and gamma.numel() == 1:
+        return float(gamma.detach())
+    return float(gamma) if isinstance(gamma, (int, float)) and not isinstance(gamma, bool) else gamma
+
+
 def _init(spec: ModelSpec, data: ZSLData, run: ProbeRun, device: torch.device, log: PurityLog) -> dict[str, Any]:
     attributes = normalize_attributes(data.attributes, "l2_sqrt")[data.seen_classes].to(device)  # [K_s, d_a]
     features = data.features[data.trainval[:256]].to(device)  # [256, d_z]
     sample = spec.build(data.attribute_dim, data.feature_dim, torch.Generator().manual_seed(0)).to(device)
-    gamma = getattr(getattr(sample, "head", None), "gamma", None) or _GAMMA_DEFAULT
-    for statistics in ("batch", "running"):
-        log.run(f"profile_{statistics}", sample,
-                lambda s=statistics: profile_layers(sample, attributes, features, gamma=gamma, statistics=s))
+    gamma = _ns_scale(sample)
+    profiles = {statistics: log.run(f"profile_{statistics}", sample, lambda s=statistics: profile_layers(
+        sample, attributes, features, gamma=gamma, statistics=s)) for statistics in ("batch", "running")}
+    module_types = {name: stats.module_type for name, stats in profiles["batch"].items()}
     profile = profile_at_init(lambda g: spec.build(data.attribute_dim, data.feature_dim, g).to(device),
                               attributes, features, seeds=range(run.init_seeds), gamma=gamma)
-    layers = [{"name": name, **{stat: _estimate(stats[stat]) for stat in ("class_variance", "second_moment")}}
+    layers = [{"name": name, "module_type": module_types.get(name, ""),
+               **{stat: _estimate(stats[stat]) for stat in ("class_variance", "second_moment")}}
               for name, stats in profile.items()]
     predictions = _preset_predictions(sample, data)
-    result: dict[str, Any] = {"gamma": float(gamma), "seeds": run.init_seeds, "layers": layers, "predictions": predictions}
-    if predictions is not None:
-        stats = profile[predictions["layer"]]
-        result["prototypes"] = {stat: _estimate(stats[stat]) for stat in ("class_variance", "second_moment")}
-    else:
-        result["prototypes"] = {stat: _estimate(profile["prototypes"][stat]) for stat in ("class_variance", "second_moment")}
-    return result
+    # the V4 comparison: V's output before any output ReLU when the model exposes it (the presets do)
+    entry = prototypes_entry(profile)
+    return {"gamma": float(gamma), "seeds": run.init_seeds, "layers": layers, "predictions": predictions,
+            "prototypes_entry": entry,
+            "prototypes": {stat: _estimate(profile[entry][stat]) for stat in ("class_variance", "second_moment")}}
 
 
 def _train(spec: ModelSpec, data: ZSLData, run: ProbeRun, device: torch.device,

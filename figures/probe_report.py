@@ -39,7 +39,7 @@ def _ratio(pair: list[float], scale: float) -> str:
 
 def _metric(training: dict[str, Any], key: str) -> str:
     mean, std = training["mean_std"][key]
-    return f"{mean:.1f}" if len(training["seeds"]) == 1 else f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"  # std None (null): one seed
 
 
 def _median(values: list[float]) -> float:
@@ -76,9 +76,11 @@ def probe_markdown(payload: dict[str, Any]) -> str:
             f"{_median([r['gradient_norm'] for r in traj]):.3g} | {_median([r['effective_beta'] for r in traj]):.3g} | "
             f"{'yes' if m['pure']['all'] else 'NO'} |"
         )
+        if init.get("prototypes_entry") == "prototypes":
+            notes.append(f"{label}: P and class var. measured on prototypes(), after any output activation (the "
+                         f"model has no pre_activation_prototypes() method)")
         if pred is None:
-            notes.append(f"{label}: no prediction (the V2-V4 claims need the init law of the last linear layer; "
-                         f"measured on the model's prototypes)")
+            notes.append(f"{label}: no prediction (the V2-V4 claims need the init law of the last linear layer)")
         elif pred["second_moment"] is None:
             notes.append(f"{label}: no prediction (no normalization right before the last layer: by V3 the scale "
                          f"depends on depth, init and the attributes)")
@@ -89,7 +91,8 @@ def probe_markdown(payload: dict[str, Any]) -> str:
     lines += [
         "",
         f"Init: {s['init_seeds']} random inits, mean ± standard error; P is the second moment and class var. the "
-        f"variance across the {data['num_seen_classes']} seen classes of the pre-activation prototypes, times d_z = {d_z} "
+        f"variance across the {data['num_seen_classes']} seen classes of the pre-activation prototypes (the profile entry "
+        f"prototypes_pre_activation: V's output before the output ReLU), times d_z = {d_z} "
         f"(1 is the scale a linear classifier with the NS trick gets); V4 gives the prediction where the claim applies. "
         f"Training: the paper's recipe, {s['epochs']} epochs, "
         + (f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}")

@@ -1,4 +1,4 @@
-"""Hessian spectral density of the three trained models (PAPER.md section 3): "ZSL models
+"""Hessian spectral density of the three trained models (docs/science.md section 5.2): "ZSL models
 have a more irregular loss surface than traditional classifiers, and CN partially
 remedies this", seen in the eigenvalues of the Hessian at the end of training.
 
@@ -46,7 +46,7 @@ __all__ = ["FAST", "FULL", "NAME", "PAPER", "TITLE", "DensityBudget", "compute",
 
 NAME = "spectral_density"
 TITLE = "Hessian spectral density (stochastic Lanczos quadrature) of the three trained models"
-PAPER = "§3 Hessian spectrum"
+PAPER = "§5.2 Hessian spectrum"  # docs/science.md section 5.2
 PROBE_SEED_OFFSET = 3  # SLQ probes and Lanczos starts from Generator().manual_seed(seed + 3)
 
 

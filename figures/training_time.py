@@ -4,7 +4,7 @@ For every data set of the run, one training run of the reference model (preset `
 with the reference recipe (50 epochs, batch 256; :func:`analysis.training.train`, which
 captures whole epochs as CUDA graphs on a GPU and runs the plain loop on the CPU) is
 timed, data already on the device, evaluation excluded.  The paper claims 20-30 s per
-data set on one GPU (PAPER.md section 1) against 25 min to 3 hours for competing
+data set on one GPU (docs/science.md section 8.2) against 25 min to 3 hours for competing
 methods.  The bar says which device produced it; a CPU is not the paper's setting, and
 the caption says so.  With a small epoch budget (``--fast``) the bar is the measured
 time per epoch times 50, labelled as extrapolated.
@@ -26,9 +26,9 @@ from figures.style import add_caption, color, new_figure, save_figure
 
 NAME = "training_time"
 TITLE = "Seconds per training run of the reference recipe, beside the published 20-30 s"
-PAPER = "training-time claim"
+PAPER = "§8.2 training time"  # docs/science.md section 8.2
 
-PUBLISHED_SECONDS = (20.0, 30.0)  # PAPER.md section 1, one GPU
+PUBLISHED_SECONDS = (20.0, 30.0)  # docs/science.md section 8.2, one GPU
 RECIPE_EPOCHS = 50
 FULL, FAST = EpochsBudget(epochs=50), EpochsBudget(epochs=1)  # the recipe; a smoke run
 
@@ -52,7 +52,9 @@ def compute(ctx: FigureContext) -> Path:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     write_json(ctx.cache_path(NAME), {"runs": runs, "device": str(device), "device_name": name,
                                       "published_seconds": PUBLISHED_SECONDS,
-                                      "provenance": ctx.provenance(choices, **settings)})
+                                      "provenance": ctx.provenance(choices, **settings)},
+               units={"runs.*.seconds": "seconds", "runs.*.seconds_per_recipe": "seconds",
+                      "published_seconds": "seconds"})
     return ctx.cache_path(NAME)
 
 

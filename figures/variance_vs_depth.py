@@ -6,7 +6,7 @@ logit variance ``L = E[<z_b, p_c>^2]`` of attribute embedders with ``L_h = 0`` (
 hidden ReLU layers, without CN and with CN; and the same two quantities over the first
 training steps of a no-CN and a CN model on the first data set.
 
-The claims (PAPER.md section 2, :mod:`variance.prototype_variance`).  With attributes
+The claims (docs/science.md section 4, :mod:`variance.prototype_variance`).  With attributes
 normalization ``l2_sqrt`` (``||a_c||^2 = d_a``) and the last layer ``V`` drawn with Eq. (10)
 (``s_V^2 = 1/(d_in d_z)``):
 
@@ -64,7 +64,7 @@ from analysis.training import TrainConfig, train
 from figures.context import FigureContext, read_cache
 from figures.style import add_caption, color, label, new_figure, save_figure
 from analysis.estimate import Estimate
-from variance.profiler import VarianceRecorder, profile_layers
+from variance.profiler import VarianceRecorder, profile_layers, prototypes_entry
 from variance.prototype_variance import (
     final_layer_variances,
     measure_prototype_moments,
@@ -182,9 +182,10 @@ def _train_curves(data: Any, b: Budget, seeds: tuple[int, ...], device: str) -> 
             recorder = VarianceRecorder(b.record_every)
             train(net, data, replace(recipe, seed=seed), on_step=recorder)
             arrays = recorder.as_arrays()
-            # no output ReLU: "prototypes" is the output of V, "logits_raw" is <z_b, p_c> (class-major)
-            per_seed["prototype"].append(np.r_[first["prototypes"].second_moment,
-                                               arrays["prototypes"]["second_moment"]])
+            # V's output ("prototypes_pre_activation"; the same as "prototypes" here, without an
+            # output ReLU); "logits_raw" is <z_b, p_c> (class-major)
+            entry = prototypes_entry(first)
+            per_seed["prototype"].append(np.r_[first[entry].second_moment, arrays[entry]["second_moment"]])
             per_seed["logit"].append(np.r_[first["logits_raw"].second_moment, arrays["logits_raw"]["second_moment"]])
             steps = np.r_[0, recorder.steps + 1]  # the recorder runs after each step: record s follows s + 1 updates
         out["steps"] = steps.tolist()

@@ -1,4 +1,4 @@
-"""The paper's loss-surface comparison (PAPER.md section 3): a traditional classifier,
+"""The paper's loss-surface comparison (docs/science.md section 5.1): a traditional classifier,
 the ZSL MLP without CN and the ZSL MLP with CN, trained on the same data.
 
 "ZSL models have a more irregular loss surface than traditional classifiers, and CN
@@ -19,7 +19,8 @@ trajectories are exactly those of runs without probes.  CN layers are probed in 
 mode with the statistics of the classes passed in, never updating running statistics.
 
 Outputs in ``out``: ``landscape.json`` (config, environment, per model: trajectory,
-slice, summary), ``trajectories.png`` and ``slices.png``.  Nothing existing is
+slice, summary; losses in nats, times in seconds, as its ``units`` say), ``trajectories.png``
+and ``slices.png``.  Nothing existing is
 overwritten unless ``overwrite=True``.
 """
 
@@ -28,11 +29,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from analysis.data import ZSLData
 from analysis.datasets import canonical_dataset_name, load_dataset
@@ -46,11 +49,17 @@ from landscape.objective import Batch, Objective, zsl_batches
 from landscape.santurkar import santurkar_measure
 from landscape.slices import filter_normalized_direction, loss_slice_2d, plot_slice_2d
 
-__all__ = ["MODEL_KINDS", "LandscapeRun", "TrajectoryProbe", "model_config", "run_landscape"]
+__all__ = ["MODEL_KINDS", "UNITS", "LandscapeRun", "TrajectoryProbe", "model_config", "run_landscape"]
 
 MODEL_KINDS = ("classifier", "mlp", "cn")
 OUTPUT_FILES = ("landscape.json", "trajectories.png", "slices.png")
 _LABELS = {"classifier": "traditional classifier", "mlp": "ZSL MLP, no CN", "cn": "ZSL MLP + CN"}
+UNITS = {  # of landscape.json (analysis.io.write_json); curvatures are in loss units, not listed
+    "models.*.summary.final_train_loss": "nats", "models.*.summary.train_seconds": "seconds",
+    "models.*.trajectory[].loss": "nats", "models.*.trajectory[].loss_min": "nats",
+    "models.*.trajectory[].loss_max": "nats", "models.*.trajectory[].seconds": "seconds",
+    "models.*.slice.losses": "nats",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class LandscapeRun:
         object.__setattr__(self, "out", check_output_folder(self.out))
         object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))
         object.__setattr__(self, "models", tuple(self.models))
+        if self.data_root is not None:
+            object.__setattr__(self, "data_root", Path(self.data_root))
         unknown = [m for m in self.models if m not in MODEL_KINDS]
         if unknown or not self.models:
             raise ValueError(f"unknown model kind(s) {unknown or self.models}; choose from {', '.join(MODEL_KINDS)}")
@@ -188,10 +199,13 @@ def _slice_figure(results: dict[str, dict[str, Any]], slices: dict[str, Any], ti
     return fig
 
 
-def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, Any]:
+def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
+                  report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train the models of ``run``, probe them, slice them, write the outputs.
 
     ``data`` replaces the data set named in ``run`` (for custom data and tests).
+    ``report(payload)`` (if given) is called with the content of ``landscape.json`` before
+    any file is written, so a failed write (a full disk) cannot lose what the run measured.
 
     Returns:
         The content of ``landscape.json``.
@@ -220,12 +234,14 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
         for kind in run.models:
             model = build_model(model_config(kind, data), run.seed)
             probe = TrajectoryProbe(run.probe_every, etas, run.lanczos_tol, run.lanczos_max_steps, seed=run.seed + 1)
-            history = train(model, data, config, on_step=probe)
+            history = train(model, data, replace(config, progress_label=f"train {_LABELS[kind]}"), on_step=probe)
             objective = Objective(model)
             directions = torch.Generator().manual_seed(run.seed + 2)
             d1 = filter_normalized_direction(objective, generator=directions)
             d2 = filter_normalized_direction(objective, generator=directions)
-            slices[kind] = loss_slice_2d(objective, slice_batches, d1, d2, grid, grid)
+            with tqdm(total=grid.numel() ** 2, desc=f"slice {_LABELS[kind]}", unit="point",
+                      disable=not run.progress) as bar:
+                slices[kind] = loss_slice_2d(objective, slice_batches, d1, d2, grid, grid, on_point=bar.update)
             results[kind] = {
                 "label": _LABELS[kind],
                 "summary": {**_summary(probe), "final_train_loss": history.loss[-1],
@@ -235,9 +251,11 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None) -> dict[str, A
                           "losses": slices[kind].losses.tolist()},
             }
         title = f"{data.name} ({data.source}), {run.epochs} epochs, seed {run.seed}"
-        write_png(folder.stage("trajectories.png"), _trajectory_figure(results, title))
-        write_png(folder.stage("slices.png"), _slice_figure(results, slices, title))
         payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
                    "etas": list(etas), "models": results}
-        write_json(folder.stage("landscape.json"), payload)
+        if report is not None:
+            report(payload)
+        write_png(folder.stage("trajectories.png"), _trajectory_figure(results, title))
+        write_png(folder.stage("slices.png"), _slice_figure(results, slices, title))
+        write_json(folder.stage("landscape.json"), payload, units=UNITS)
     return payload

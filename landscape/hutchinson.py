@@ -1,4 +1,4 @@
-"""Hessian trace with its standard error (PAPER.md section 3): Hutchinson and Hutch++.
+"""Hessian trace with its standard error (docs/science.md section 5.2): Hutchinson and Hutch++.
 
 Both estimators see a symmetric ``A`` [n, n] only through ``matvec(v [n]) -> A v [n]``.
 

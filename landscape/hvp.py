@@ -1,4 +1,4 @@
-"""Hessian-vector products and gradient norms of the training loss (PAPER.md section 3).
+"""Hessian-vector products and gradient norms of the training loss (docs/science.md section 5.2).
 
 The curvature probes (Lanczos top eigenvalues, Hutchinson trace, spectral density) only
 touch the Hessian through products with the data-set Hessian of an :class:`Objective`
@@ -34,6 +34,11 @@ default of :class:`HessianOperator` when it has a single batch (``reuse_graph=No
 and double backward everywhere else.  Several batches are recomputed batch by batch:
 one graph per batch would keep the whole data set's graphs alive.
 
+Sharded data: every product is this process's share ``sum_{b local} n_b H_b v / N`` passed
+through :meth:`Objective.sum_over_shards` (``N`` from :meth:`Objective.total_samples`), so a
+:class:`landscape.distributed.ShardedObjective` makes each product the full-data one on
+every process.
+
 Nothing here draws random numbers, and nothing mutates the model (:class:`Objective`).
 """
 
@@ -49,7 +54,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
 
-from landscape.objective import Batch, LossFn, Objective, check_batches
+from landscape.objective import Batch, LossFn, Objective, check_batches, parameter_groups
 
 __all__ = ["HVP_METHODS", "HessianOperator", "gradient_norm", "gradient_norms_by_layer", "hessian_vector_product"]
 
@@ -157,12 +162,12 @@ def hessian_vector_product(
     params = tuple(p.detach() for p in params)
     objective.flatten(params)  # validates the count and shapes
     tangents = objective.unflatten(_check_vector(objective, vector))
-    total = sum(b.size for b in batches)
+    total = objective.total_samples(batches)
     result = torch.zeros(objective.num_parameters, dtype=objective.dtype, device=objective.device)
     for batch in batches:
         hv = _batch_hvp(objective, params, tangents, batch, method)
         result.add_(objective.flatten(hv).detach(), alpha=batch.size / total)
-    return result
+    return objective.sum_over_shards(result)
 
 
 class HessianOperator:
@@ -215,7 +220,7 @@ class HessianOperator:
         if not isinstance(reuse_graph, bool):
             raise TypeError(f"reuse_graph must be True, False or None (automatic), got {reuse_graph!r}")
         self.reuse_graph = reuse_graph
-        total = sum(b.size for b in self.batches)
+        total = objective.total_samples(self.batches)  # all processes' samples when sharded
         self._weights = [b.size / total for b in self.batches]
         self.num_matvecs = 0
         self._leaves: tuple[Tensor, ...] = ()
@@ -255,7 +260,7 @@ class HessianOperator:
                 hv = _batch_hvp(self.objective, self.origin, tangents, batch, "double_backward")
             result.add_(self.objective.flatten(hv).detach(), alpha=weight)
         self.num_matvecs += 1
-        return result
+        return self.objective.sum_over_shards(result)
 
     def __matmul__(self, other: Tensor) -> Tensor:
         """``H @ v`` for ``v [n]``, or ``H @ V`` column by column for ``V [n, k]``."""
@@ -295,18 +300,13 @@ def gradient_norm(objective: Objective, batches: Sequence[Batch], params: Sequen
     return float(objective.flatten(objective.gradient(params, batches)).norm())
 
 
-def _group_of(name: str) -> str:
-    """The qualified name of the module owning parameter ``name`` ("embedder.0.weight" ->
-    "embedder.0"); a parameter of the root module is its own group."""
-    return name.rpartition(".")[0] or name
-
-
 def gradient_norms_by_layer(
     model: nn.Module,
     batches: Sequence[Batch],
     *,
     loss_fn: LossFn = nn.functional.cross_entropy,
     statistics: str = "batch",
+    objective: Objective | None = None,
 ) -> dict[str, float]:
     """Gradient norm of the mean loss per parameter group, and in total, at the model's
     current parameters.
@@ -316,15 +316,20 @@ def gradient_norms_by_layer(
     the model's order; the last key is ``"total"``, and
     ``sum_g norm_g^2 = total^2``.
 
+    Args:
+        objective: the objective to differentiate (e.g. a
+            :class:`landscape.distributed.ShardedObjective` of ``model``); ``None`` builds
+            ``Objective(model, loss_fn, statistics=statistics)``, over every parameter.
+
     Raises:
-        ValueError: empty ``batches``, unknown ``statistics``.
+        ValueError: empty ``batches``, unknown ``statistics``, an ``objective`` of another model.
     """
-    objective = Objective(model, loss_fn, statistics=statistics)
-    grads = objective.gradient(objective.params(), batches)
-    squares: dict[str, float] = {}
-    for name, g in zip(objective.names, grads):
-        group = _group_of(name)
-        squares[group] = squares.get(group, 0.0) + float(g.double().square().sum())
-    norms = {group: sq**0.5 for group, sq in squares.items()}
-    norms["total"] = float(objective.flatten(grads).double().norm())
+    if objective is None:
+        objective = Objective(model, loss_fn, statistics=statistics)
+    elif objective.model is not model:
+        raise ValueError("objective probes another model than `model`; pass the objective built on it")
+    grads = dict(zip(objective.names, objective.gradient(objective.params(), batches)))
+    norms = {group: sum(float(grads[name].double().square().sum()) for name in names) ** 0.5
+             for group, names in parameter_groups(model).items() if all(name in grads for name in names)}
+    norms["total"] = float(objective.flatten(list(grads.values())).double().norm())
     return norms

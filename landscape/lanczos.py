@@ -1,4 +1,4 @@
-"""The Lanczos process on a symmetric matvec operator (PAPER.md section 3).
+"""The Lanczos process on a symmetric matvec operator (docs/science.md section 5.2).
 
 :func:`lanczos_tridiagonal` runs ``m`` steps, ``A Q^T = Q^T T + beta_m q_{m+1} e_m^T`` with
 ``Q`` [m, n] orthonormal rows and ``T`` [m, m] symmetric tridiagonal (diagonal ``alpha``

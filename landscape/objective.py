@@ -1,4 +1,4 @@
-"""The training loss as a pure function of the parameters (PAPER.md section 3), for any model.
+"""The training loss as a pure function of the parameters (docs/science.md section 5.5), for any model.
 
 Every loss-surface probe (gradient norms, Hessian-vector products, Lanczos, slices) needs
 
@@ -30,6 +30,13 @@ custom module that writes into its buffers writes into the copy, never into the 
 ``LayerNorm``, ``GroupNorm``, ``RMSNorm``, residual connections, learned scalars and tied
 weights need nothing special (tied parameters are one entry of ``named_parameters()``).
 
+**Sharded data.**  The data-set average is written once, through two hooks every
+probe goes through: :meth:`Objective.total_samples` (``sum_b n_b``) and
+:meth:`Objective.sum_over_shards` (the identity here: one process holds all the data).
+:class:`landscape.distributed.ShardedObjective` overrides both with all-reduces over a
+``torch.distributed`` process group, so the same probes see the full-data objective when
+each process holds only its shard (``zsl_batches(..., shard=(rank, world_size))``).
+
 **Flat vectors.**  :meth:`Objective.flatten` concatenates the row-major entries
 (``t.reshape(-1)``) of each probed parameter in the order of :attr:`Objective.names`,
 which is the order of ``model.named_parameters()`` restricted to the selection (whatever
@@ -52,7 +59,10 @@ from analysis.probe_mode import STATISTICS, check_statistics, probe_mode
 # the probed loss is the trained loss; a private helper of the sibling core, on purpose.
 from analysis.training import seen_targets
 
-__all__ = ["STATISTICS", "Batch", "LossFn", "Objective", "check_batches", "parameter_names", "zsl_batches"]
+__all__ = ["SPLITS", "STATISTICS", "Batch", "LossFn", "Objective", "check_batches", "parameter_groups", "parameter_names",
+           "zsl_batches"]
+
+SPLITS = ("trainval", "test_seen")  # the splits whose samples all belong to seen classes
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits [B, K], targets [B]) -> mean loss []
 
@@ -113,36 +123,70 @@ def zsl_batches(
     attribute_norm: str = "l2_sqrt",
     batch_size: int | None = None,
     device: str | torch.device | None = None,
+    split: str = "trainval",
+    shard: tuple[int, int] | None = None,
 ) -> list[Batch]:
-    """The ZSL training objective on ``data.trainval`` as a list of batches.
+    """The ZSL training objective on a split of ``data`` (default ``trainval``) as a list of batches.
 
     Attributes are normalized over all classes with ``attribute_norm`` and restricted to
     the seen classes, targets are remapped to seen-class indices (as
-    :func:`analysis.training.train` does); the trainval samples are split sequentially,
-    without shuffling, so the list is deterministic.
+    :func:`analysis.training.train` does); the samples are split sequentially, without
+    shuffling, so the list is deterministic.
+
+    With ``shard=(r, W)`` only the rank-strided rows ``r, r + W, r + 2W, ...`` of the split
+    are kept (the shard of process ``r`` of ``W``): the ``W`` shards partition the split,
+    with sizes ``ceil((n - r) / W)`` that differ by at most one, and
+    ``sum_r n_r L_r / sum_r n_r`` is the split's loss
+    (:class:`landscape.distributed.ShardedObjective`).
 
     Args:
         data: the data set.
         attribute_norm: one of :data:`analysis.normalization.ATTRIBUTE_NORMS`.
         batch_size: samples per batch (the last one may be smaller); ``None``: one batch.
         device: where the batches live; ``None``: the device of ``data``.
+        split: ``"trainval"`` (the training objective) or ``"test_seen"`` (the same loss on
+            the held-out images of the seen classes).
+        shard: ``(rank, world_size)`` with ``0 <= rank < world_size``; ``None``: every sample.
 
     Returns:
-        ``ceil(n / batch_size)`` batches sharing one ``[K_s, d_a]`` attribute matrix.
+        ``ceil(n_r / batch_size)`` batches sharing one ``[K_s, d_a]`` attribute matrix.
 
     Raises:
-        ValueError: ``batch_size`` is not a positive integer (or an unknown ``attribute_norm``).
+        ValueError: ``batch_size`` is not a positive integer, an unknown ``split`` (or
+            ``attribute_norm``), a malformed ``shard``, or more processes than samples.
     """
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if device is not None:
         data = data.to(device)
+    indices = getattr(data, split)  # [n] sample indices of the split
+    if shard is not None:
+        indices = indices[_shard_rows(indices.numel(), shard, split)]
     attributes = normalize_attributes(data.attributes, attribute_norm)[data.seen_classes]  # [K_s, d_a]
-    features = data.features[data.trainval]  # [n, d_z]
-    targets = seen_targets(data)  # [n]
+    features = data.features[indices]  # [n_r, d_z]
+    targets = seen_targets(data, indices)  # [n_r]
+    if bool((targets < 0).any()):
+        raise ValueError(f"split {split!r} holds samples of classes that are not seen in trainval; "
+                         "the objective scores the seen classes only")
     size = features.shape[0] if batch_size is None else int(batch_size)
     return [Batch(f, t, attributes) for f, t in zip(features.split(size), targets.split(size))]
+
+
+def _shard_rows(n: int, shard: tuple[int, int], split: str) -> slice:
+    """The rows ``rank::world_size`` of ``n``, after checking ``shard = (rank, world_size)``."""
+    try:
+        rank, world_size = (int(x) for x in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be a pair (rank, world_size) of integers, got {shard!r}") from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"shard=(rank={rank}, world_size={world_size}) needs 0 <= rank < world_size")
+    if world_size > n:
+        raise ValueError(f"world size {world_size} exceeds the {n} samples of split {split!r}: some process "
+                         f"would hold no sample; use at most {n} processes")
+    return slice(rank, None, world_size)
 
 
 def parameter_names(model: nn.Module, module: str | None = None) -> list[str]:
@@ -165,6 +209,19 @@ def parameter_names(model: nn.Module, module: str | None = None) -> list[str]:
             f"parameters: {modules}"
         )
     return selected
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
+    """The parameters of ``model`` grouped by the module that owns them, in the model's order.
+
+    ``{"embedder.0": ["embedder.0.weight", "embedder.0.bias"], ...}``; a parameter of the root
+    module (``LinearClassifier.weight``) is its own group.  The groups partition the
+    parameters: the per-layer probes (gradient norms, Hessian blocks) use them.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, _ in model.named_parameters():
+        groups.setdefault(name.rpartition(".")[0] or name, []).append(name)
+    return groups
 
 
 def check_batches(batches: Sequence[Batch]) -> list[Batch]:
@@ -287,6 +344,20 @@ class Objective:
             )
         return tuple(piece.view(shape) for piece, shape in zip(vector.split(self.numels), self.shapes))
 
+    # -- the data-set average: the two hooks a sharded objective overrides -------------
+    def total_samples(self, batches: Sequence[Batch]) -> int:
+        """``N = sum_b n_b``, the number of samples the average runs over (here: all of them
+        are in ``batches``)."""
+        return sum(b.size for b in batches)
+
+    def sum_over_shards(self, local: Tensor) -> Tensor:
+        """The sum of ``local`` over the processes holding the data: ``local`` itself here.
+
+        Every probe computes its share ``sum_{b local} n_b f_b / N`` and passes it through
+        this hook, so that an override (an all-reduce) makes it the full-data average.
+        """
+        return local
+
     # -- the function ----------------------------------------------------------------
     def loss(self, params: Sequence[Tensor], batch: Batch) -> Tensor:
         """``L_b(theta)``, a 0-dim tensor differentiable in ``params`` (and only in them).
@@ -322,11 +393,12 @@ class Objective:
             ValueError: ``batches`` is empty.
         """
         batches = check_batches(batches)
-        total = sum(b.size for b in batches)
-        return sum(self.loss(params, b) * (b.size / total) for b in batches)
+        total = self.total_samples(batches)
+        return self.sum_over_shards(sum(self.loss(params, b) * (b.size / total) for b in batches))
 
     def gradient(self, params: Sequence[Tensor], batches: Sequence[Batch]) -> tuple[Tensor, ...]:
-        """``sum_b n_b grad L_b(theta) / sum_b n_b``, shaped like ``params`` (detached).
+        """``sum_b n_b grad L_b(theta) / sum_b n_b``, shaped like ``params`` (detached views
+        of one flat vector).
 
         One reverse pass per batch (``torch.func.grad``), so memory does not grow with the
         number of batches.
@@ -336,14 +408,15 @@ class Objective:
         """
         batches = check_batches(batches)
         self._check_params(params, "params")
-        total = sum(b.size for b in batches)
+        total = self.total_samples(batches)
         params = tuple(p.detach() for p in params)
-        result = [torch.zeros_like(p) for p in params]
+        result = torch.zeros(self.num_parameters, dtype=params[0].dtype, device=params[0].device)
+        pieces = self.unflatten(result)  # views: the sum is accumulated in one flat buffer
         for batch in batches:
             grads = torch.func.grad(lambda theta, b=batch: self.loss(theta, b))(params)
-            for acc, g in zip(result, grads):
+            for acc, g in zip(pieces, grads):
                 acc.add_(g, alpha=batch.size / total)
-        return tuple(result)
+        return self.unflatten(self.sum_over_shards(result))  # one reduction for every tensor
 
     # -- helpers ---------------------------------------------------------------------
     def _check_params(self, params: Sequence[Tensor], what: str) -> None:

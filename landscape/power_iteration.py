@@ -1,4 +1,4 @@
-"""Power iteration: the baseline the Lanczos eigenvalues are compared with (PAPER.md section 3)."""
+"""Power iteration: the baseline the Lanczos eigenvalues are compared with (docs/science.md section 5.2)."""
 
 from __future__ import annotations
 

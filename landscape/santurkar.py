@@ -1,4 +1,4 @@
-"""Santurkar et al. (2018) smoothness probes along the gradient direction (PAPER.md section 3).
+"""Santurkar et al. (2018) smoothness probes along the gradient direction (docs/science.md section 5.3).
 
 The claim probed: "ZSL models have a more irregular loss surface than traditional
 classifiers, and CN partially remedies this", with the probes Santurkar, Tsipras, Ilyas

@@ -1,4 +1,4 @@
-"""1-D and 2-D loss slices along filter-normalized random directions (PAPER.md section 3).
+"""1-D and 2-D loss slices along filter-normalized random directions (docs/science.md section 5.4).
 
 The claim probed: "ZSL models have a more irregular loss surface than traditional
 classifiers, and CN partially remedies this", seen here through the plots of Li, Xu,
@@ -28,7 +28,7 @@ draws from one seeded generator) span the plane; they are not orthogonalized her
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -179,10 +179,12 @@ def loss_slice_2d(
     betas: Grid,
     *,
     params: Sequence[Tensor] | None = None,
+    on_point: Callable[[], None] | None = None,
 ) -> Slice2D:
     """``f(alpha, beta) = L(theta0 + alpha d1 + beta d2)`` on the grid ``alphas x betas``.
 
-    Each of the ``A * B`` points is evaluated from ``theta0`` (module docstring).
+    Each of the ``A * B`` points is evaluated from ``theta0`` (module docstring);
+    ``on_point()`` (if given) is called after each one (a progress bar's update).
 
     Args:
         objective: the loss and the probed parameters.
@@ -202,10 +204,14 @@ def loss_slice_2d(
     origin = _origin(objective, params)
     u, v = _direction(objective, d1, "d1"), _direction(objective, d2, "d2")
     grid_a, grid_b = _grid(alphas, "alphas"), _grid(betas, "betas")
-    rows = [
-        torch.stack([_loss_at(objective, batches, origin, ((a, u), (b, v))) for b in grid_b.tolist()])
-        for a in grid_a.tolist()
-    ]
+    tick = on_point if on_point is not None else (lambda: None)
+
+    def point(a: float, b: float) -> Tensor:
+        loss = _loss_at(objective, batches, origin, ((a, u), (b, v)))
+        tick()
+        return loss
+
+    rows = [torch.stack([point(a, b) for b in grid_b.tolist()]) for a in grid_a.tolist()]
     return Slice2D(grid_a, grid_b, torch.stack(rows))  # [A, B]
 
 

@@ -1,4 +1,4 @@
-"""Hessian spectral density (PAPER.md section 3): stochastic Lanczos quadrature (SLQ).
+"""Hessian spectral density (docs/science.md section 5.2): stochastic Lanczos quadrature (SLQ).
 
 The spectral density of a symmetric ``A`` [n, n] with eigenpairs ``(lambda_i, u_i)`` is
 ``phi(t) = (1/n) sum_i delta(t - lambda_i)``.  For a unit probe ``v = z / ||z||`` (``z``

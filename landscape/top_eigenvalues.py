@@ -1,4 +1,4 @@
-"""Top Hessian eigenvalues (PAPER.md section 3): Lanczos stopped by the bound it gives for free.
+"""Top Hessian eigenvalues (docs/science.md section 5.2): Lanczos stopped by the bound it gives for free.
 
 :func:`lanczos_top_eigenvalues` grows one Krylov space with the recurrence of
 :mod:`landscape.lanczos` and stops as soon as the wanted Ritz values meet a relative

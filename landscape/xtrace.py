@@ -1,7 +1,7 @@
 """XTrace (Epperly, Tropp & Webber 2024): Hessian trace from exchangeable leave-one-out Hutch++.
 
 The estimator sees a symmetric ``A`` [n, n] only through ``matvec(v [n]) -> A v [n]``
-(PAPER.md section 3), as :mod:`landscape.hutchinson` does.  Reference: E. N. Epperly,
+(docs/science.md section 5.2), as :mod:`landscape.hutchinson` does.  Reference: E. N. Epperly,
 J. A. Tropp & R. J. Webber, "XTrace: Making the most of every sample in stochastic trace
 estimation", SIAM J. Matrix Anal. Appl. 45(1), 2024 (section 2 for the estimator; its
 "improved" variant, with test vectors on a sphere and a rescaled Hutchinson term, is the

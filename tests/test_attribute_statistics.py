@@ -126,7 +126,9 @@ def test_constant_attributes_are_excluded_and_counted():
 
 def test_standardized_values_have_zero_mean_unit_std():
     att = 5.0 + 0.01 * _skewed(64, 6, seed=6)
-    z = attribute_statistics(att).standardized_values.reshape(64, -1)
+    flat = attribute_statistics(att).standardized_values
+    assert flat.shape == (64 * 6,)  # documented [C * d], flattened row-major
+    z = flat.reshape(64, -1)
     torch.testing.assert_close(z.mean(dim=0), torch.zeros(6, dtype=torch.float64),
                                rtol=0, atol=1e-12)
     torch.testing.assert_close(z.std(dim=0, correction=0), torch.ones(6, dtype=torch.float64),
@@ -146,6 +148,9 @@ def test_summary_quartiles_equal_numpy_quantile():
         assert summary[f"{key}_q3"] == q3
     assert summary["rejected_fraction"] == np.mean(stats.normality_pvalue.numpy() < 0.05)
     assert stats.summary(alpha=0.5)["rejected_fraction"] >= summary["rejected_fraction"]
+    # rejected means p < alpha, strictly: at alpha equal to an observed p-value, that one is kept
+    p = np.sort(stats.normality_pvalue.numpy())
+    assert stats.summary(alpha=float(p[3]))["rejected_fraction"] == 3 / 12
     assert summary["num_classes"] == 45.0 and summary["constant_attributes"] == 0.0
 
 
@@ -278,6 +283,43 @@ def test_real_attributes_are_not_gaussian_and_correlated(name):
     summary = attribute_statistics(att).summary()
     print(name, {k: f"{v:.4g}" for k, v in summary.items()})
     assert summary["num_classes"] == att.shape[0]
-    # PAPER.md V3: normality rejected per attribute; median |corr| about 0.09-0.17.
+    # docs/science.md section 4.3 (V3): normality rejected per attribute; median |corr| about 0.09-0.17.
     assert summary["rejected_fraction"] > 0.5
     assert 0.05 <= summary["abs_corr_median"] <= 0.30
+
+
+def test_histogram_defaults_and_a_single_bin():
+    """Defaults 50 bins over (-4, 4); one bin (documented ``>= 1``) counts everything in range."""
+    stats = attribute_statistics(_skewed(30, 4, seed=12))
+    counts, edges = stats.histogram()
+    assert counts.shape == (50,) and edges[0] == -4.0 and edges[-1] == 4.0
+    one, one_edges = stats.histogram(bins=1, range=(-100, 100))
+    assert one.tolist() == [30 * 4] and one_edges.tolist() == [-100.0, 100.0]
+
+
+def test_format_attribute_table_exact_layout():
+    """The header's exact words, two spaces between columns, the name column left-aligned
+    (an empty name keeps its padding), numbers right-aligned; ``constant_attributes`` is not
+    required.  Widths by hand: 9 ("long-name"), 7, 10, 20 (header), 27 (p-values), 8, 22 (header)."""
+    row = {"num_classes": 50, "num_attributes": 85, "chi2_median": 12.34, "chi2_q1": 1.0, "chi2_q3": 100.0,
+           "pvalue_median": 1e-5, "pvalue_q1": 1e-100, "pvalue_q3": 0.5, "rejected_fraction": 0.25,
+           "abs_corr_median": 0.1234, "abs_corr_q1": 0.05, "abs_corr_q3": 0.5}
+    lines = format_attribute_table({"a": row, "long-name": row, "": row}).splitlines()
+    gap = "  "
+    assert lines[0] == gap.join(["dataset  ", "classes", "attributes", "median chi2 [q1, q3]",
+                                 "    median p-value [q1, q3]", "rejected", "median |corr| [q1, q3]"])
+    assert lines[1] == gap.join("-" * w for w in (9, 7, 10, 20, 27, 8, 22))
+    numbers = gap.join(["     50", "        85", "   12.3 [1.0, 100.0]", "1.0e-05 [1.0e-100, 5.0e-01]",
+                        "    0.25", "  0.123 [0.050, 0.500]"])
+    assert lines[2] == "a        " + gap + numbers
+    assert lines[3] == "long-name" + gap + numbers
+    assert lines[4] == " " * 9 + gap + numbers
+
+
+def test_float32_attributes_are_analysed_in_float64():
+    """The statistics of float32 attributes are those of the same values in float64."""
+    att = _skewed(40, 6, seed=9).float()
+    a, b = attribute_statistics(att), attribute_statistics(att.double())
+    assert torch.equal(a.normality_chi2, b.normality_chi2) and a.normality_chi2.dtype == torch.float64
+    assert torch.equal(a.abs_correlations, b.abs_correlations)
+    assert torch.equal(a.standardized_values, b.standardized_values)

@@ -266,3 +266,42 @@ def test_save_unsupported_model(tmp_path, model):
     with pytest.raises(TypeError, match=f"cannot checkpoint a {type(model).__name__}"):
         save_checkpoint(tmp_path / "x.pt", model)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a researcher's model, saved with its builder ---------------------------------------------
+def _residual_spec(**kwargs):
+    from analysis.user_model import resolve_model
+
+    return resolve_model("examples/residual_layernorm.py:ResidualLayerNormEmbedder", {"width": 8, "depth": 1, **kwargs})
+
+
+def test_a_model_of_the_contract_round_trips_through_its_builder(tmp_path, monkeypatch):
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)  # the builder is given relative to the repository
+    spec = _residual_spec()
+    model = spec.build(5, 7, generator=torch.Generator().manual_seed(4))
+    path = save_checkpoint(tmp_path / "model.pt", model, {"note": "mine"}, builder=spec, dims=(5, 7))
+    monkeypatch.chdir(tmp_path)  # stored absolute: loads from anywhere
+    loaded, metadata = load_checkpoint(path)
+    assert type(loaded).__name__ == "ResidualLayerNormEmbedder" and metadata == {"note": "mine"}
+    assert_same_state(model, loaded)
+    torch.testing.assert_close(loaded(FEATURES, ATTRIBUTES), model(FEATURES, ATTRIBUTES), rtol=0, atol=0)
+
+
+def test_a_model_without_its_builder_is_refused(tmp_path):
+    spec = _residual_spec()
+    with pytest.raises(TypeError, match="cannot checkpoint a ResidualLayerNormEmbedder without its builder"):
+        save_checkpoint(tmp_path / "model.pt", spec.build(5, 7))
+    with pytest.raises(TypeError, match=r"needs dims=\(attribute_dim, feature_dim\)"):
+        save_checkpoint(tmp_path / "model.pt", spec.build(5, 7), builder=spec)
+
+
+def test_a_builder_that_now_builds_another_architecture_is_one_error(tmp_path, monkeypatch):
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    model = _residual_spec(width=6).build(5, 7)
+    path = save_checkpoint(tmp_path / "model.pt", model, builder=_residual_spec(), dims=(5, 7))  # says width 8
+    with pytest.raises(ValueError, match="now builds another architecture than the one saved"):
+        load_checkpoint(path)

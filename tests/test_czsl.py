@@ -57,14 +57,33 @@ def test_cli_writes_the_table_json_and_plot(tmp_path, capsys):
                "--tasks", "2", "--epochs-per-task", "1", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert rc == 0 and "mH" in printed and "forgetting" in printed
+    assert "toolkit protocol, its definitions: mUA and mAUC over t = 1..T-1" in printed
     rows = json.loads((out / "czsl.json").read_text())["rows"]
     assert {(r["method"], r["cn"]) for r in rows} == {("sequential", False), ("sequential", True),
                                                        ("agem", False), ("agem", True)}
     for r in rows:
-        assert set(r) >= {"mSA", "mUA", "mH", "mAUC", "mJA", "forgetting"}
+        assert set(r) >= {"mSA", "mUA", "mH", "mAUC", "mJA", "forgetting", "mUA_from_0", "mAUC_from_0",
+                          "forgetting_authors"}
     assert (out / "czsl.png").read_bytes()[:4] == b"\x89PNG"
     rc = main(["czsl", "--dataset", "CUB", "--seeds", "1", "--out", str(out)])
     assert rc == 2 and "already holds czsl.json" in capsys.readouterr().err
+
+
+def test_cli_runs_the_authors_protocol(tmp_path, capsys):
+    out = tmp_path / "czsl"
+    rc = main(["czsl", "--dataset", "CUB", "--method", "sequential", "--seeds", "1", "--tasks", "2",
+               "--protocol", "authors", "--epochs-per-task", "1", "--batch-size", "512", "--out", str(out),
+               "--no-progress"])  # 512: a few steps per task, the test is about the command
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "authors protocol · 1 epochs per task of batches of 512" in printed
+    assert "authors protocol, its definitions: mUA and mAUC over t = 0..T-1" in printed
+    (row,) = json.loads((out / "czsl.json").read_text())["rows"]
+    config = row["per_seed"][0]["config"]
+    assert (config["protocol"], config["optimizer"], config["momentum"], config["batch_size"],
+            config["epochs_per_task"]) == ("authors", "sgd", 0.9, 512, 1)
+    assert row["per_seed"][0]["before"]["task_accuracies"] == []
+    assert row["mUA_from_0"]["mean"] == row["per_seed"][0]["summary"]["mUA_from_0"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -81,7 +100,47 @@ def test_the_same_seed_gives_the_same_table(tmp_path, capsys):
     tables = []
     for name in ("a", "b"):
         assert main([*args, "--out", str(tmp_path / name)]) == 0
-        tables.append(capsys.readouterr().out.splitlines()[1:-1])  # without the "wrote ..." line
+        printed = capsys.readouterr().out
+        assert "toolkit protocol · 1 epochs per task of batches of 256" in printed  # the default protocol
+        tables.append(printed.splitlines()[1:-1])  # without the "wrote ..." line
         rows = json.loads((tmp_path / name / "czsl.json").read_text())["rows"]
         tables.append([{k: r[k] for k in ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting")} for r in rows])
     assert tables[0] == tables[2] and tables[1] == tables[3]
+
+
+def _twenty_classes(name: str):
+    from dataclasses import replace as replace_spec
+
+    from analysis.synthetic import make_synthetic
+    from tests.conftest import TINY_SPEC
+
+    spec = replace_spec(TINY_SPEC, name=name, num_seen=15, num_unseen=5, trainval=300, test_seen=60, test_unseen=100)
+    return make_synthetic(spec, seed=0)
+
+
+def test_default_task_count_is_found_whatever_the_case_of_the_data_set_name():
+    assert continual_split(_twenty_classes("cub")).num_tasks == 10  # CUB: 10 tasks
+    assert continual_split(_twenty_classes("Cub")).num_tasks == 10
+
+
+def test_the_split_follows_its_seed_and_holds_out_the_stated_fraction(tiny_data):
+    """Another seed permutes the classes differently; each class keeps round(0.2 n) test images
+    (at least 1, at most n - 1), here counted per class by hand."""
+    a, b = continual_split(tiny_data, 3, seed=4), continual_split(tiny_data, 3, seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a.task_classes, continual_split(tiny_data, 3, seed=4).task_classes))
+    assert not all(torch.equal(x, y) for x, y in zip(a.task_classes, b.task_classes))
+    everything = torch.cat([tiny_data.trainval, tiny_data.test_seen, tiny_data.test_unseen])
+    per_class = torch.bincount(tiny_data.labels[everything], minlength=tiny_data.num_classes)
+    held_out = torch.bincount(tiny_data.labels[a.test], minlength=tiny_data.num_classes)
+    expected = [min(max(1, round(0.2 * int(n))), int(n) - 1) for n in per_class]
+    assert held_out.tolist() == expected and max(expected) > 1
+    small = continual_split(tiny_data, 3, seed=4, test_fraction=0.01)  # round(0.01 n) = 0 -> 1 each
+    assert torch.bincount(tiny_data.labels[small.test], minlength=tiny_data.num_classes).tolist() == [1] * 9
+
+
+def test_czsl_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="unknown method 'lwf'; choose one of sequential, ewc, mas, agem, multitask"):
+        CZSLConfig(method="lwf")
+    assert CZSLConfig(batch_size=1, epochs_per_task=1).batch_size == 1
+    with pytest.raises(ValueError, match="epochs_per_task and batch_size must be positive, got 1 and 0"):
+        CZSLConfig(batch_size=0, epochs_per_task=1)

@@ -144,8 +144,9 @@ def test_methods_take_decay_and_weight_from_config() -> None:
     assert (MASOnline(config).decay, MASOnline(config).weight) == (0.7, 5.0)
     assert (EWCOnline().decay, EWCOnline().weight, MASOnline().decay, MASOnline().weight) == \
         (0.99, 10.0, 0.95, 1e-4)
-    assert MethodConfig().agem_memory_per_class == 10 and MethodConfig().agem_memory_batch == 256
-    assert [agem_memory_for(d) for d in ("CUB", "sun", "AWA2")] == [10, 5, 10]
+    # the memory batch is the protocol's unless given (toolkit 256, authors 128: test_czsl_authors_methods)
+    assert MethodConfig().agem_memory_per_class == 10 and MethodConfig().agem_memory_batch is None
+    assert [agem_memory_for(d) for d in ("CUB", "sun", "AWA2", "awa1", "APY")] == [10, 5, 25, 25, 10]
 
 
 # ---------------------------------------------------------------- (3) importances by hand

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.czsl.metrics import CZSLSummary, TaskEvaluation, evaluate_time_step, summarize
+from analysis.czsl.metrics import CZSLSummary, TaskEvaluation, evaluate_time_step, forgetting_authors, summarize
 from analysis.metrics import ausuc, gzsl_accuracies
 
 T = torch.tensor
@@ -114,7 +114,39 @@ def test_summarize_the_hand_computed_run() -> None:
     # forgetting: task 1 max(3/4, 1) - 1/4 = 3/4 (best at the intermediate t = 2);
     # task 2 max(1/2) - 1/2 = 0  ->  (3/4 + 0) / 2 = 3/8
     expected = (43 / 72, 3 / 8, 67 / 144, 17 / 32, 17 / 36, 3 / 8)
-    assert dataclasses.astuple(s) == pytest.approx(expected, abs=1e-15)
+    assert dataclasses.astuple(s)[:6] == pytest.approx(expected, abs=1e-15)
+    assert math.isnan(s.mUA_from_0) and math.isnan(s.mAUC_from_0)  # no t = 0 evaluation given
+
+
+def test_the_authors_variants_of_the_hand_computed_run() -> None:
+    """Generalized sample-mean accuracy per task (rows of LOGITS by hand):
+    t = 1: task 1 2/3 (y0 ok, y0 wrong, y1 ok), task 2 1/2, task 3 0;
+    t = 2: 2/3, 1/2, 1/2;   t = 3: 1/3, 1/2, 1/2.
+    forgetting_authors: t = 2: max(2/3) - 2/3 = 0;  t = 3: task 1 max(2/3, 2/3) - 1/3 = 1/3,
+    task 2 max(1/2, 1/2) - 1/2 = 0 -> 1/6;  mean over t = 2, 3: 1/12.
+    With LOGITS[1] as the t = 0 evaluation (UA_0 = 5/12, test_time_step_0_has_no_seen_classes):
+    mUA_from_0 = (5/12 + 1/4 + 1/2) / 3 = 7/18;  mAUC_from_0 = (5/12 + 9/16 + 1/2) / 3 = 71/144."""
+    evs = [_evaluate(t) for t in (1, 2, 3)]
+    assert [a for ev in evs for a in ev.generalized_task_accuracies] == pytest.approx(
+        [2 / 3, 1 / 2, 0.0, 2 / 3, 1 / 2, 1 / 2, 1 / 3, 1 / 2, 1 / 2], abs=1e-15)
+    s = summarize(evs, before=evaluate_time_step(LOGITS[1], LABELS, TASKS, 0))
+    assert s.forgetting_authors == pytest.approx(1 / 12, abs=1e-15)
+    assert s.mUA_from_0 == pytest.approx(7 / 18, abs=1e-15)
+    assert s.mAUC_from_0 == pytest.approx(71 / 144, abs=1e-15)
+    assert s.forgetting == pytest.approx(3 / 8, abs=1e-15)  # the toolkit's, unchanged
+    with pytest.raises(ValueError, match="before must be the TaskEvaluation at t = 0"):
+        summarize(evs, before=evs[0])
+
+
+def test_forgetting_authors_takes_the_maximum_over_every_earlier_step() -> None:
+    """Task 2 scores 0.9 at t = 1, before it is learned: the authors' maximum includes that
+    step (0.9 - 0.4 = 0.5 at t = 3, not 0.5 - 0.4 = 0.1).  t = 2: task 1 0.8 - 0.6 = 0.2;
+    t = 3: task 1 max(0.8, 0.6) - 0.7 = 0.1, task 2 0.5 -> 0.3;  mean (0.2 + 0.3) / 2 = 0.25."""
+    history = [[0.8, 0.9, 0.1], [0.6, 0.5, 0.2], [0.7, 0.4, 0.9]]
+    assert forgetting_authors(history) == pytest.approx(0.25, abs=1e-15)
+    assert forgetting_authors([[0.4]]) == 0.0
+    with pytest.raises(ValueError, match="square T x T table"):
+        forgetting_authors([[0.1, 0.2], [0.3]])
 
 
 def _ev(seen: float, unseen: float, harmonic: float, auc: float, joint: float,
@@ -135,10 +167,11 @@ def test_summarize_hand_built_evaluations() -> None:
     # forgetting (a_{T,i} = 0.6, 0.6, 0.5): task 1 max(0.9, 0.5, 0.7) - 0.6 = 0.3;
     # task 2 max(0.8, 0.6) - 0.6 = 0.2; task 3 max(0.7) - 0.5 = 0.2 -> 0.7/3
     expected = (0.575, 0.2, 0.3, 0.1, 0.4, 0.7 / 3)
-    assert dataclasses.astuple(s) == pytest.approx(expected, abs=1e-12)
+    assert dataclasses.astuple(s)[:6] == pytest.approx(expected, abs=1e-12)
+    assert math.isnan(s.forgetting_authors)  # built by hand without generalized task accuracies
     assert s.percent() == pytest.approx(
-        {"mSA": 57.5, "mUA": 20.0, "mH": 30.0, "mAUC": 10.0, "mJA": 40.0, "forgetting": 70 / 3},
-        abs=1e-10)
+        {"mSA": 57.5, "mUA": 20.0, "mH": 30.0, "mAUC": 10.0, "mJA": 40.0, "forgetting": 70 / 3,
+         "mUA_from_0": NAN, "mAUC_from_0": NAN, "forgetting_authors": NAN}, abs=1e-10, nan_ok=True)
 
 
 def test_forgetting_uses_the_best_intermediate_step_and_can_be_negative() -> None:

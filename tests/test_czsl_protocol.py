@@ -114,3 +114,85 @@ def test_multitask_trains_on_every_task_seen_so_far(tiny_data, monkeypatch):
     for t, used in enumerate(batches_by_call, start=1):
         wanted = split.train[torch.isin(labels, torch.cat(split.task_classes[:t]))].sort().values
         assert torch.equal(used, wanted), t
+
+
+# -- the authors' protocol ------------------------------------------------------------------
+
+def test_protocols_resolve_their_recipes_and_refuse_unknown_names():
+    toolkit, authors = CZSLConfig(), CZSLConfig(protocol="authors")
+    assert (toolkit.optimizer, toolkit.lr, toolkit.weight_decay, toolkit.batch_size, toolkit.epochs_per_task) == (
+        "adam", 5e-4, 1e-4, 256, 5)
+    assert (authors.optimizer, authors.lr, authors.momentum, authors.weight_decay, authors.batch_size,
+            authors.epochs_per_task) == ("sgd", 1e-3, 0.9, 0.0, 32, 10)
+    assert CZSLConfig(protocol="authors", batch_size=8).batch_size == 8  # an explicit value wins
+    optimizer = authors.make_optimizer([nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert isinstance(toolkit.make_optimizer([nn.Parameter(torch.zeros(2))]), torch.optim.Adam)
+    with pytest.raises(ValueError, match="unknown protocol 'paper'; choose one of toolkit, authors"):
+        CZSLConfig(protocol="paper")
+    with pytest.raises(ValueError, match="momentum in \\[0, 1\\)"):
+        CZSLConfig(protocol="authors", momentum=1.0)
+
+
+@pytest.mark.parametrize("name", ["toolkit", "authors"])
+def test_what_the_embedder_and_the_loss_see_under_each_protocol(tiny_data, monkeypatch, name):
+    """authors: every training forward embeds all classes of tasks 1..t and the softmax runs
+    over task t's columns only (targets are positions in task t); toolkit: task t's classes
+    for both."""
+    calls = []
+    original_ce = nn.functional.cross_entropy
+
+    def recording_ce(logits, targets, *args, **kwargs):
+        calls.append((logits.shape[1], int(targets.max())))
+        return original_ce(logits, targets, *args, **kwargs)
+
+    embedded = []
+    build = protocol.build_model
+
+    def building(config, seed):
+        model = build(config, seed)
+        forward = model.forward
+
+        def spying(x, attributes):
+            if model.training:
+                embedded.append(attributes.detach().clone())
+            return forward(x, attributes)
+
+        model.forward = spying
+        return model
+
+    monkeypatch.setattr(protocol, "build_model", building)
+    monkeypatch.setattr(nn.functional, "cross_entropy", recording_ce)
+    split = continual_split(tiny_data, 3, seed=0)
+    run_czsl(tiny_data, split, replace(BASE, protocol=name, epochs_per_task=1, batch_size=64))
+    attributes = normalize_attributes(tiny_data.attributes, "l2_sqrt")
+    steps = len(calls) // 3
+    assert steps * 3 == len(calls) == len(embedded)  # the same number of steps per task
+    for t in range(1, 4):
+        task = split.task_classes[t - 1]
+        seen = torch.cat(split.task_classes[:t]).sort().values
+        for k in range((t - 1) * steps, t * steps):
+            width, top = calls[k]
+            assert width == task.numel() and top < task.numel()
+            torch.testing.assert_close(embedded[k], attributes[seen if name == "authors" else task],
+                                       rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("name", "builds"), [("toolkit", 1 + 3), ("authors", 1)])
+def test_multitask_is_a_fresh_model_per_step_only_under_the_toolkit_protocol(tiny_data, monkeypatch, name, builds):
+    count = [0]
+    build = protocol.build_model
+
+    def counting(config, seed):
+        count[0] += 1
+        return build(config, seed)
+
+    monkeypatch.setattr(protocol, "build_model", counting)
+    split = continual_split(tiny_data, 3, seed=0)
+    result = run_czsl(tiny_data, split, replace(BASE, method="multitask", protocol=name, epochs_per_task=1,
+                                                batch_size=64))
+    assert count[0] == builds
+    assert result.config.protocol == name and result.config.method == "multitask"
+    assert result.before is not None and result.before.time_step == 0
+    assert result.summary.mUA_from_0 == pytest.approx(
+        (result.before.unseen_accuracy + sum(e.unseen_accuracy for e in result.evaluations[:-1])) / 3, abs=1e-15)

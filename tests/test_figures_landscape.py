@@ -236,6 +236,7 @@ def test_a_torn_or_stale_model_cache_is_discarded_with_the_reason(tmp_path, caps
 
     import torch
 
+    from analysis.checkpoint import state_digest
     from figures.landscape_models import _read_cache
 
     key = {"format": 1, "seed": 1}
@@ -249,7 +250,13 @@ def test_a_torn_or_stale_model_cache_is_discarded_with_the_reason(tmp_path, caps
     assert _read_cache(stale, key) is None
     assert "it was made with other settings" in capsys.readouterr().err
     good = tmp_path / "good.pt"
-    torch.save({"key": json.dumps(key, sort_keys=True), "models": {}}, good)
-    assert _read_cache(good, key) == {"key": json.dumps(key, sort_keys=True), "models": {}}
+    states = {name: {"w": torch.ones(2)} for name in shared.MODELS}
+    payload = {"key": json.dumps(key, sort_keys=True), "models": states,
+               "state_sha256": {name: state_digest(state) for name, state in states.items()}}
+    torch.save(payload, good)
+    assert _read_cache(good, key).keys() == payload.keys()
     assert capsys.readouterr().err == ""
+    torch.save({**payload, "state_sha256": {}}, good)  # a cache without the sha256 of its tensors
+    assert _read_cache(good, key) is None
+    assert "its tensors do not match the sha256 stored" in capsys.readouterr().err
     assert _read_cache(tmp_path / "missing.pt", key) is None and capsys.readouterr().err == ""

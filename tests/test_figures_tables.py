@@ -122,3 +122,18 @@ def test_existing_figures_are_not_overwritten(tables):
     summary = run_figures(ctx, ["ablation_table"], plot_only=True, overwrite=True, log=lambda _: None)
     assert summary["figures"][0]["compute_seconds"] is None
     assert (ctx.out / "ablation_table.md").read_bytes() == before
+
+
+def test_the_ablation_bars_name_the_data_set_row_and_seeds(tmp_path, monkeypatch):
+    """Each training bar of the ablation names what it trains: data set, row and seeds."""
+    labels = []
+
+    def recording(config, data, recipe, seeds):
+        labels.append(recipe.progress_label)
+        raise RuntimeError("stop after the first row")
+
+    monkeypatch.setattr(ablation_table, "train_seeds", recording)
+    ctx = FigureContext(out=tmp_path, fast=True, device="cpu", seeds=(1, 2), only_datasets=("APY",), progress=False)
+    with pytest.raises(RuntimeError, match="stop after the first row"):
+        ablation_table.compute(ctx)
+    assert labels == [f"APY · {ablation_table.ROWS[0]} · seeds 1,2"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +67,47 @@ def test_failed_first_write_leaves_nothing(tmp_path):
     assert files_under(tmp_path) == []
 
 
+class _FullDisk:
+    """``analysis.io.os`` with ``fdopen`` opening ``/dev/full``: the kernel's real ENOSPC on the
+    first flush, as on a full disk (only ``analysis.io`` sees it)."""
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    @staticmethod
+    def fdopen(fd, mode="r"):
+        os.close(fd)
+        return open("/dev/full", mode)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a real ENOSPC")
+@pytest.mark.parametrize("write", [
+    lambda f: f.write(b"x" * 10),
+    lambda f: torch.save({"w": torch.zeros(100_000)}, f),  # torch adds a RuntimeError to the chain
+], ids=["bytes", "torch.save"])
+def test_a_full_disk_names_the_destination_without_a_chain(tmp_path, monkeypatch, write):
+    """A bare write() fails with ENOSPC and no file name; the error names the destination."""
+    import analysis.io
+
+    monkeypatch.setattr(analysis.io, "os", _FullDisk())
+    path = tmp_path / "model.pt"
+    with pytest.raises(OSError) as info:
+        atomic_write(path, write)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert files_under(tmp_path) == []
+
+
+def test_a_read_only_folder_names_the_destination(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".x.json.abc.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError, match="Read-only file system") as info:
+        write_json(tmp_path / "x.json", {"a": 1})
+    assert info.value.errno == errno.EROFS and info.value.filename == str(tmp_path / "x.json")
+
+
 # -- to_jsonable / write_json ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Inner:
@@ -94,13 +138,15 @@ def test_write_json_round_trip(tmp_path):
     path = write_json(tmp_path / "sub" / "out.json", obj)
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n")
-    assert json.loads(text) == {
+    doc = json.loads(text)
+    assert [doc.pop(k) for k in ("schema_version", "complete")] == [1, True] and doc.pop("created")
+    assert doc == {
         "config": {"name": "run", "dims": [6, 6],
                    "inner": {"weights": [[1.0, 2.5], [3.0, -4.0]], "where": "/data/x.mat"},
                    "score": 0.5},
         "scalar_tensor": 3,
         "pair": [1, "two", [3.0]],
-        "path": str(Path("results") / "run1"),
+        "path": os.path.abspath(Path("results") / "run1"),  # recorded paths are absolute
         "np": {"i": 7, "f": 0.25, "b": True},
         "array": [0, 1, 2],
         "single": [9],

@@ -82,6 +82,22 @@ def test_logits_are_gamma_squared_cosine():
     assert model(z, a).abs().max() <= 9.0 + 1e-12
 
 
+@pytest.mark.parametrize("output_relu", [True, False])
+def test_pre_activation_prototypes_are_the_output_of_v(output_relu):
+    """V h + b_V, before the output ReLU (bitwise the last Linear's output); prototypes() is its
+    ReLU, and without an output ReLU the two are the same tensor values."""
+    cfg = preset_config("cn", 7, feature_dim=9, hidden_dims=(8, 8), output_relu=output_relu)
+    model = AttributeEmbedderModel(cfg, generator=torch.Generator().manual_seed(0))
+    a = torch.rand(5, 7, generator=torch.Generator().manual_seed(1))
+    pre = model.pre_activation_prototypes(a)
+    last = [i for i, m in enumerate(model.embedder) if isinstance(m, nn.Linear)][-1]
+    assert torch.equal(pre, model.embedder[: last + 1](a))
+    assert torch.equal(model.prototypes(a), pre.relu() if output_relu else pre)
+    assert bool((pre < 0).any()) and bool((model.prototypes(a) < 0).any()) is not output_relu
+    with pytest.raises(ValueError, match=r"attributes of shape \[K, 7\], got \(2, 4\)"):
+        model.pre_activation_prototypes(torch.zeros(2, 4))
+
+
 def test_ns_head_survives_a_zero_prototype():
     logits = normalize_scale_logits(torch.ones(2, 3), torch.zeros(1, 3), gamma=5.0)
     assert torch.equal(logits, torch.zeros(2, 1))

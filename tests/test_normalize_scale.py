@@ -191,7 +191,7 @@ def test_paper_formula_refuses_d_below_3():
 
 
 def test_exact_formula_refuses_d_below_1_and_non_integers():
-    with pytest.raises(ValueError, match=r"d >= 1, got d=0"):
+    with pytest.raises(ValueError, match=r"the cosine of two vectors needs d >= 1, got d=0"):
         exact_isotropic_cosine_variance(0)
     with pytest.raises(TypeError, match=r"d must be an int, got float"):
         exact_isotropic_cosine_variance(2048.0)
@@ -226,3 +226,123 @@ def test_bad_rows():
         estimate_cosine_variance_of(torch.ones(3, 4), torch.ones(0, 4), generator=gen)
     with pytest.raises(ValueError, match=r"num_pairs must be an int >= 2"):
         estimate_cosine_variance_of(torch.ones(3, 4), num_pairs=0, generator=gen)
+
+
+def test_cosine_variance_of_given_rows_follows_its_generator_and_default_pair_count():
+    """The generator is the only source of the pairs (same seed: same estimate; another seed:
+    another); 20 000 pairs by default; the ratio to isotropic keeps the sample count."""
+    x = torch.rand(50, 8, generator=_generator(3))
+    a = estimate_cosine_variance_of(x, generator=_generator(5))
+    assert a == estimate_cosine_variance_of(x, generator=_generator(5))
+    assert a.variance.value != estimate_cosine_variance_of(x, generator=_generator(6)).variance.value
+    assert a.variance.samples == 20_000
+    ratio = a.ratio_to_isotropic()
+    assert (ratio.value, ratio.stderr, ratio.samples) == (8 * a.variance.value, 8 * a.variance.stderr, 20_000)
+
+
+def test_cosine_variance_of_two_rows_and_bad_prototype_shapes():
+    """Two rows are enough for pairs of distinct rows (every pair is (0, 1) or (1, 0): the
+    cosine is constant and its variance 0); 3-D prototypes are refused even when their second
+    axis matches the width."""
+    two = estimate_cosine_variance_of(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), num_pairs=10,
+                                      generator=_generator(0))
+    assert two.variance.value == pytest.approx(0.0, abs=1e-30)
+    with pytest.raises(ValueError, match=r"expected features \[N, d\] and prototypes \[M, d\]"):
+        estimate_cosine_variance_of(torch.ones(5, 3), torch.ones(2, 3, 4), generator=_generator(0))
+
+
+# --------------------------------------------------------------------------- options reach the estimate
+
+
+def test_check_v1_defaults_and_options_reach_its_estimate():
+    """``check_v1``'s rows measure exactly ``estimate_logit_variance(d, gamma, num_pairs,
+    distribution, generator)``: defaults gamma 5, 20 000 pairs, k = 4, Gaussian; every option
+    given reaches the estimate and both rows, which name claim V1."""
+    exact_row, paper_row = check_v1(64, generator=_generator(0))
+    est = estimate_logit_variance(64, 5.0, 20_000, distribution="gaussian", generator=_generator(0))
+    for row in (exact_row, paper_row):
+        assert (row.claim, row.measured, row.stderr, row.k) == ("V1", est.value, est.stderr, 4.0)
+    assert exact_row.predicted == predicted_logit_variance(64, 5.0, exact=True)
+    assert paper_row.predicted == predicted_logit_variance(64, 5.0)
+    assert "exact 1/d" in exact_row.setting and "paper d/(d-2)^2" in paper_row.setting
+
+    rows = check_v1(32, 2.0, 500, distribution="rademacher", k=2.5, generator=_generator(7))
+    est = estimate_logit_variance(32, 2.0, 500, distribution="rademacher", generator=_generator(7))
+    for row in rows:
+        assert (row.claim, row.measured, row.stderr, row.k) == ("V1", est.value, est.stderr, 2.5)
+        assert "d=32, gamma=2, rademacher" in row.setting
+
+
+def test_slope_is_the_weighted_least_squares_fit_of_its_estimates():
+    """The slope and its standard error by hand: the same generator, consumed in the same order
+    by one ``estimate_cosine_variance`` per d, then ``sum w xc y / sum w xc^2`` and
+    ``1/sqrt(sum w xc^2)`` with ``w = (v / stderr(v))^2`` (numpy's weighted ``polyfit`` takes the
+    square root of the weights)."""
+    dims, n = [8, 32, 128], 400
+    gen = _generator(11)
+    estimates = [estimate_cosine_variance(d, n, distribution="uniform", generator=gen) for d in dims]
+    x = np.log(dims)
+    y = np.log([e.value for e in estimates])
+    w = np.array([(e.value / e.stderr) ** 2 for e in estimates])
+    xc = x - np.average(x, weights=w)
+    slope = estimate_cosine_variance_slope(dims, n, distribution="uniform", generator=_generator(11))
+    assert slope.value == pytest.approx(np.polyfit(x, y, 1, w=np.sqrt(w))[0], rel=1e-10)
+    assert slope.stderr == pytest.approx(1.0 / math.sqrt(np.sum(w * xc**2)), rel=1e-12)
+    assert slope.samples == 3 * n
+    other = estimate_cosine_variance_slope(dims, n, distribution="uniform", generator=_generator(12))
+    assert other.value != slope.value
+
+
+@pytest.mark.parametrize(("distribution", "var_cos_sq"), [("gaussian", 1 / 16), ("rademacher", 3 / 32)])
+def test_the_named_law_is_the_one_drawn(distribution, var_cos_sq):
+    """Every symmetric i.i.d. law gives ``Var[cos] = 1/d``; the laws differ in the fourth
+    moment, which sets the estimate's standard error ``sqrt(Var[cos^2] / n)``.  At d = 4:
+    Gaussian ``cos^2 ~ Beta(1/2, 3/2)``, ``Var = 3/24 - 1/16 = 1/16``; Rademacher
+    ``<z, p> / 4`` is 0, +-1/2, +-1 with probabilities 6/16, 8/16, 2/16, so
+    ``E[cos^4] = 2/16 + 8/16 / 16 = 5/32`` and ``Var = 3/32``.  With ``cos^2`` in [0, 1] the
+    sample variance of ``cos^2`` over 40 000 pairs has relative standard error below 2 %, so
+    10 % is 5 standard errors, and the two laws (a factor 1.5 apart) cannot be swapped."""
+    n = 40_000
+    est = estimate_cosine_variance(4, n, distribution=distribution, generator=_generator(3))
+    assert est.stderr**2 * n == pytest.approx(var_cos_sq, rel=0.10)
+
+
+def test_estimator_boundaries_are_the_documented_ones():
+    """``num_pairs >= 2`` (an int), ``d >= 1`` for the cosine, one feature row and one
+    prototype row for cross pairs: each accepted at its bound, refused just past it."""
+    gen = _generator(0)
+    assert estimate_cosine_variance(16, 2, generator=gen).samples == 2
+    with pytest.raises(ValueError, match=r"num_pairs must be an int >= 2.*got 20.0"):
+        estimate_cosine_variance(16, 20.0, generator=gen)
+    with pytest.raises(ValueError, match=r"num_pairs must be an int >= 2.*got True"):
+        estimate_cosine_variance(16, True, generator=gen)
+    # d = 1: cos = sign(z p) = +-1, Var[cos] = 1 exactly in law
+    one = estimate_cosine_variance(1, 1_000, generator=gen)
+    assert abs(one.value - 1.0) <= 4 * one.stderr + 1e-3
+    with pytest.raises(ValueError, match=r"the cosine of two vectors needs d >= 1, got d=0"):
+        estimate_cosine_variance(0, 10, generator=gen)
+    with pytest.raises(ValueError, match=r"the paper's approximation d/\(d-2\)\^2 .* needs d >= 3"):
+        predicted_cosine_variance(2)
+    single = estimate_cosine_variance_of(torch.ones(1, 4), torch.ones(1, 4), num_pairs=2, generator=gen)
+    assert single.mean.value == pytest.approx(1.0) and single.variance.samples == 2
+
+
+def test_distinct_row_pairs_never_pair_a_row_with_itself():
+    """Pairs of distinct rows of three orthonormal vectors all have cosine 0: mean and variance
+    are exactly 0 (a pair of a row with itself would add cosines of 1)."""
+    stats = estimate_cosine_variance_of(torch.eye(3), num_pairs=500, generator=_generator(1))
+    assert stats.mean.value == 0.0 and stats.variance.value == 0.0
+
+
+def test_a_slope_from_two_dimensions_and_every_feature_row_drawn():
+    """Two distinct dimensions are enough for a slope; the first feature row is drawn like the
+    others, in both pair kinds: rows [e1, e1, e2] as distinct pairs have cos 1 for 2 of their 6
+    ordered pairs (mean 1/3), and features [e1, e2] against the prototype e1 have mean 1/2."""
+    two = estimate_cosine_variance_slope([8, 64], 200, generator=_generator(0))
+    assert two.samples == 400 and math.isfinite(two.value) and two.stderr > 0
+    rows = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    distinct = estimate_cosine_variance_of(rows, num_pairs=20_000, generator=_generator(1))
+    assert abs(distinct.mean.value - 1 / 3) <= 4 * distinct.mean.stderr
+    cross = estimate_cosine_variance_of(torch.eye(2), torch.tensor([[1.0, 0.0]]), num_pairs=20_000,
+                                        generator=_generator(2))
+    assert abs(cross.mean.value - 1 / 2) <= 4 * cross.mean.stderr

@@ -153,8 +153,8 @@ def test_a_signalled_train_writes_nothing_and_the_rerun_works(tmp_path: Path, si
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status, err
-    assert err.strip().splitlines() == [f"cnzsl: interrupted ({name}); nothing more written: a run's files "
-                                        "appear in --out only when it finishes"]
+    assert err.strip().splitlines() == [f"cnzsl: interrupted ({name}); nothing was written to {out} (a run's "
+                                        "files appear there only when it finishes; the same command reruns it)"]
     assert not out.exists()  # created by the run, removed with it
     assert main(["train", "--dataset", "AWA1", "--epochs", "1", "--no-progress", "--no-save-model",
                  "--out", str(out)]) == 0
@@ -174,6 +174,6 @@ def test_a_full_disk_after_training_prints_the_metrics_and_writes_nothing(
     captured = capsys.readouterr()
     assert "ZSL-U" in captured.out and "GZSL-H" in captured.out and "wrote" not in captured.out
     err = captured.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cnzsl: error: No space left on device: ")
-    assert "the metrics printed above are this run's results" in err[0]
+    assert err == [f"cnzsl: error: could not write loss.png in {out} (No space left on device); nothing was "
+                   "written there; the results printed above are this run's results"]
     assert not out.exists()

@@ -64,6 +64,15 @@ def test_probe_a_class_end_to_end(tmp_path, tiny_data):
         value, stderr = init["prototypes"][stat]
         assert abs(value - init["predictions"][stat]) <= 4 * stderr + 1e-3 * init["predictions"][stat]
     assert payload["models"]["ResidualLayerNormEmbedder"]["init"]["predictions"] is None
+    # V4 is compared with V's output before the output ReLU, an entry named in the payload,
+    # and every layer at init names its module type
+    assert init["prototypes_entry"] == "prototypes_pre_activation"
+    assert payload["models"]["ResidualLayerNormEmbedder"]["init"]["prototypes_entry"] == "prototypes"
+    types = {layer["name"]: layer["module_type"] for layer in init["layers"]}
+    assert types["embedder.0"] == "Linear" and types["embedder.3"] == "ClassStandardization"
+    assert types["prototypes_pre_activation"] == types["prototypes"] == "AttributeEmbedderModel"
+    assert types["logits_ns"] == ""
+    assert "after any output activation" in (run.out / "probe.md").read_text()  # the residual model has no method
     assert payload["data"]["source"] == "synthetic" and "stand-in" in (run.out / "probe.md").read_text()
 
 
@@ -201,3 +210,16 @@ def test_model_kwargs_reach_the_builder_and_models_are_checked_on_a_copy():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with pytest.raises(ModelContractError, match=r"building the model failed with TypeError"):
         resolve_model(RESIDUAL, {"width": "wide"}).build(5, 7)
+
+
+def test_the_battery_reads_a_learned_temperature_at_its_init_value():
+    """head.gamma as a 0-dim Parameter is read detached (no warning: warnings are errors here);
+    a number is kept, and a model without head.gamma gets the reference scale 5."""
+    model = torch.nn.Module()
+    model.head = torch.nn.Module()
+    model.head.gamma = torch.nn.Parameter(torch.tensor(3.0))
+    assert battery._ns_scale(model) == 3.0 and model.head.gamma.requires_grad
+    del model.head.gamma
+    model.head.gamma = 2
+    assert battery._ns_scale(model) == 2.0 and isinstance(battery._ns_scale(model), float)
+    assert battery._ns_scale(torch.nn.Linear(2, 2)) == 5.0

@@ -48,8 +48,15 @@ def _attributes(kind: str, k: int, d_a: int, g: torch.Generator) -> torch.Tensor
     raise ValueError(kind)
 
 
-def test_batched_forward_equals_the_model_with_the_same_parameters():
-    cfg = EmbedderConfig(7, 9, hidden_dims=(6, 5), cn_layers=(0, -1), output_relu=False)
+@pytest.mark.parametrize("cfg", [
+    EmbedderConfig(7, 9, hidden_dims=(6, 5), cn_layers=(0, -1), output_relu=False),
+    # no CN after the first layer, whose bias CN would remove: the bias's sign shows
+    EmbedderConfig(7, 9, hidden_dims=(6,), cn_layers=(), output_relu=False),
+    EmbedderConfig(7, 9, hidden_dims=(), cn_layers=(), output_relu=False),
+    # the authors' unbiased variance (K - 1) in both the statistics and the standardization
+    EmbedderConfig(7, 9, hidden_dims=(6, 5), cn_layers=(0, -1), output_relu=False, standardization_mode="notebook"),
+], ids=["cn", "no-cn", "linear", "notebook"])
+def test_batched_forward_equals_the_model_with_the_same_parameters(cfg):
     draw = draw_embedder(cfg, 3, dtype=torch.float64, generator=_gen(0))
     att = torch.rand(4, 7, dtype=torch.float64, generator=_gen(1))
     out = batched_embedder_forward(draw, att)
@@ -83,6 +90,12 @@ def test_chunks_reuse_one_buffer_and_cover_every_init():
         next(iter_draws(cfg, 3, chunk=0))
     with pytest.raises(ValueError, match="num_inits must be at least 1"):
         draw_embedder(cfg, 0)
+    assert [d.num_inits for d in iter_draws(cfg, 3, chunk=1, generator=_gen(0))] == [1, 1, 1]  # the bound
+    four = draw_embedder(cfg, 4, generator=_gen(0))
+    with pytest.raises(ValueError, match="out holds 4 draws of another config; pass out=None"):
+        draw_embedder(cfg, 3, out=four)  # same config, other count
+    with pytest.raises(ValueError, match="out holds 4 draws of another config"):
+        draw_embedder(EmbedderConfig(3, 4, hidden_dims=(5,)), 4, out=four)  # same count, other config
 
 
 @settings(max_examples=12, deadline=None)
@@ -206,3 +219,75 @@ def test_drawing_leaves_no_thread_behind():
 
     draw_embedder(EmbedderConfig(5, 6, hidden_dims=(4,)), 3, generator=_gen(0))
     assert not [t for t in threading.enumerate() if t.name.startswith("variance-draw")]
+
+
+@pytest.mark.parametrize("claim", ["v2", "v3", "v4"])
+def test_checks_measure_with_the_features_generator_and_inits_they_are_given(claim):
+    """Each check's rows are the moments ``measure_prototype_moments`` returns for the same
+    features, generator seed and number of inits (so none of them is dropped on the way),
+    with the documented defaults: 1000 inits, k = 4, and the setting named after the check."""
+    g = _gen(11)
+    att = _attributes("nonnegative", 6, 5, g).float()
+    z = torch.rand(7, 8, generator=g)
+    cfg = {"v2": EmbedderConfig(5, 8, hidden_dims=(), cn_layers=(), bias=False),
+           "v3": EmbedderConfig(5, 8, hidden_dims=(6,), cn_layers=(), bias=False),
+           "v4": EmbedderConfig(5, 8, hidden_dims=(6,), bias=False)}[claim]
+    run = {"v2": check_v2, "v3": check_v3, "v4": check_v4}[claim]
+    setting = {"v2": "linear", "v3": "depth 1, no CN", "v4": "depth 1, CN"}[claim]
+    for num_inits, kwargs in ((40, {"num_inits": 40}), (1000, {})):
+        rows = run(cfg, att, z, generator=_gen(3), **kwargs)
+        moments = measure_prototype_moments(cfg, att, z, num_inits=num_inits, generator=_gen(3))
+        assert [r.setting for r in rows] == [f"Var[p] {setting}", f"Var[<z,p>] {setting}"]
+        assert rows[0].measured == moments.prototype.value and rows[0].stderr == moments.prototype.stderr
+        assert rows[1].measured == moments.logit.value and rows[1].stderr == moments.logit.stderr
+        assert all(r.k == 4.0 for r in rows)
+        assert all(r.claim == claim.upper() for r in rows)
+        if claim != "v4":  # exact predictions: no bias bound (V4's is tested below)
+            assert all(r.bias_bound == 0.0 for r in rows)
+    assert run(cfg, att, generator=_gen(3), num_inits=40, k=2.5, setting="mine")[0].setting == "Var[p] mine"
+    assert [r.k for r in run(cfg, att, z, generator=_gen(3), num_inits=40, k=2.5)] == [2.5, 2.5]  # both rows
+    assert [r.k for r in run(cfg, att, generator=_gen(3), num_inits=40, k=2.5)] == [2.5]  # no features: one row
+
+
+@pytest.mark.parametrize("n_a", [0.0, 0.5])
+def test_hidden_norm_recursion_accepts_every_non_negative_attribute_norm(n_a):
+    cfg = EmbedderConfig(4, 6, hidden_dims=(3,), cn_layers=(), hidden_init="pytorch", bias=False)
+    assert predicted_hidden_norm_sq(cfg, n_a) == pytest.approx(n_a * 3 * weight_variance("pytorch", 4, 3) / 2,
+                                                               abs=0.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.5])
+def test_v4_bias_bound_is_the_final_weight_variance_times_the_standardization_gap_at_its_eps(eps):
+    """``bias_bound = s_V^2 max_init sum_j eps / (v_j + eps)`` for the eps passed (0 at eps 0)."""
+    att = _attributes("nonnegative", 6, 5, _gen(2)).float()
+    cfg = EmbedderConfig(5, 8, hidden_dims=(6,), bias=False)
+    z = torch.rand(7, 8, generator=_gen(4))
+    rows = check_v4(cfg, att, z, num_inits=30, eps=eps, generator=_gen(9))
+    moments = measure_prototype_moments(cfg, att, z, num_inits=30, eps=eps, generator=_gen(9))
+    s_v2, _ = final_layer_variances(cfg)
+    assert rows[0].bias_bound == s_v2 * moments.standardization_gap
+    # the logit row's bound: m_z = E||z||^2 times the prototype row's
+    assert rows[1].bias_bound == pytest.approx(moments.feature_norm_sq * s_v2 * moments.standardization_gap,
+                                               rel=1e-15, abs=0.0)
+    assert (rows[0].bias_bound == 0.0) is (eps == 0.0)
+
+
+def test_predicted_variances_by_hand():
+    """P = s_V^2 n_h + s_b^2 and L = m_z P, with s_b^2 = 0 by default."""
+    from variance.prototype_variance import predicted_raw_logit_variance
+
+    assert predicted_prototype_variance(2.0, 3.0) == 6.0
+    assert predicted_prototype_variance(2.0, 3.0, 0.5) == 6.5
+    assert predicted_raw_logit_variance(2.0, 3.0, 5.0) == 30.0
+    assert predicted_raw_logit_variance(2.0, 3.0, 5.0, 0.5) == 32.5
+
+
+def test_v3_predicts_with_the_linear_embedder_of_its_config_even_when_it_has_cn():
+    """V3's prediction is the *linear* embedder's (no hidden layers, hence no CN layers) with
+    the same last-layer scheme, whatever the deep config holds: a config with CN still gets
+    ``s_V^2 mean ||a||^2``."""
+    att = _attributes("nonnegative", 6, 5, _gen(5)).float()
+    cfg = EmbedderConfig(5, 8, hidden_dims=(6,), bias=False)  # CN after its hidden layer
+    rows = check_v3(cfg, att, num_inits=20, generator=_gen(1))
+    s_v2, s_b2 = final_layer_variances(replace(cfg, hidden_dims=(), cn_layers=()))
+    assert rows[0].predicted == pytest.approx(s_v2 * float(att.double().pow(2).sum(1).mean()) + s_b2, rel=1e-15)

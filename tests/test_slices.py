@@ -137,7 +137,9 @@ def test_origin_is_exact(objective: Objective, batches: list[Batch]) -> None:
     d1 = filter_normalized_direction(objective, generator=_seeded(1))
     d2 = filter_normalized_direction(objective, generator=_seeded(2))
     s1 = loss_slice_1d(objective, batches, d1, ALPHAS)
-    s2 = loss_slice_2d(objective, batches, d1, d2, ALPHAS, BETAS)
+    ticks = []
+    s2 = loss_slice_2d(objective, batches, d1, d2, ALPHAS, BETAS, on_point=lambda: ticks.append(1))
+    assert len(ticks) == len(ALPHAS) * len(BETAS)  # one progress tick per point
     assert isinstance(s1, Slice1D) and isinstance(s2, Slice2D)
     assert torch.equal(s1.alphas, torch.tensor(ALPHAS, dtype=torch.float64))
     assert s2.losses.shape == (len(ALPHAS), len(BETAS))

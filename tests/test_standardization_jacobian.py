@@ -152,3 +152,66 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"columns \[1\] of h are constant"):
         v5_round_off_bound(constant, eps=0.0)
     assert all(row.passed for row in check_v5(constant, h, eps=1e-5))  # eps > 0: defined, and exact
+
+
+def test_v5_rows_measure_each_column_in_its_own_scale_and_default_to_eps_0():
+    """Row 1 divides column j's deviation by ||g_j|| / tau_j: a gradient formula off by
+    delta ||g_j|| / tau_j in one entry of every column measures delta, whatever the
+    columns' very different scales.  The default eps is 0."""
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(6, 3, generator=gen, dtype=torch.float64) * torch.tensor([1e-2, 1.0, 1e2], dtype=torch.float64)
+    g = torch.randn(6, 3, generator=gen, dtype=torch.float64) * torch.tensor([1e3, 1.0, 1e-3], dtype=torch.float64)
+    tau = h.var(dim=0, unbiased=False).sqrt()
+    delta = 1e-3
+    off = torch.zeros_like(g)
+    off[2] = delta * g.norm(dim=0) / tau
+
+    def shifted(g_, h_, eps):
+        return predicted_standardization_gradient(g_, h_, eps) + off
+
+    row = check_v5(h, g, gradient_fn=shifted)[0]
+    assert row.measured == pytest.approx(delta, rel=1e-9)
+    assert "eps=0" in row.setting and not row.passed
+
+
+def test_v5_rows_are_the_documented_deviations_in_the_documented_units():
+    """The four rows by hand on a non-square case (K = 5 classes, d = 3): the deviations of
+    autograd from (*), (**), ``<1, dL/dh> = 0`` and ``<s, b>``, each column over its scale
+    ``||g_j|| / tau_j`` (squared for the norm identity) and rows 3-4 over ``sqrt(K)``.  Their
+    values are round-off, so any other normalization (K^1.5, K/2, ...) changes them by
+    factors far above the 1e-9 allowed.  The bound is ``64 u K (1 + max |mu_j| / tau_j)``; a
+    column with g = 0 has scale 1 (no 0/0)."""
+    gen = torch.Generator().manual_seed(4)
+    h = torch.randn(5, 3, generator=gen, dtype=torch.float64) + torch.tensor([3.0, -1.0, 0.0], dtype=torch.float64)
+    g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    g[:, 1] = 0.0
+    g[:, 2] *= 0.05  # 0 < ||g_j|| < 1: the scale is ||g_j|| / tau_j, not 1
+    assert 0 < float(g[:, 2].norm()) < 1
+    eps = 0.25
+    rows = check_v5(h, g, eps)
+    mean, var = h.mean(0), h.var(0, unbiased=False)
+    tau = (var + eps).sqrt()
+    s = class_standardize(h, eps=eps)  # (h - mean) / tau, rounded as the check rounds it
+    scale = torch.where(g.norm(dim=0) > 0, g.norm(dim=0) / tau, torch.ones(3, dtype=torch.float64))
+    auto = autograd_standardization_gradient(g, h, eps)
+    k = 5
+    gs, ss = (g * s).sum(0), (s * s).sum(0)
+    expected = [
+        float(((predicted_standardization_gradient(g, h, eps) - auto).abs() / scale).max()),
+        float(((predicted_gradient_norm_sq(g, h, eps) - auto.pow(2).sum(0)).abs() / scale**2).max()),
+        float((auto.sum(0).abs() / (scale * k**0.5)).max()),
+        float(((tau * (s * auto).sum(0) - gs * (1 - ss / k)).abs() / (scale * tau * k**0.5)).max()),
+    ]
+    assert all(0 < e < 1e-12 for e in expected[2:])  # round-off, not zero: the units matter
+    for row, value in zip(rows, expected, strict=True):
+        assert row.measured == pytest.approx(value, rel=1e-9, abs=0.0), row.setting
+        assert row.claim == "V5" and row.passed
+    assert [r.setting.split(",")[0] for r in rows] == [
+        "dL/dh closed form vs autograd", "||dL/dh||^2 identity vs autograd", "<1", "<s"]
+    bound = 64 * torch.finfo(torch.float64).eps * k * (1 + float((mean.abs() / tau).max()))
+    # abs=0: the bound is about 1e-13, below pytest.approx's default absolute tolerance
+    assert v5_round_off_bound(h, eps) == pytest.approx(bound, rel=1e-12, abs=0.0)
+    assert all(r.bias_bound == pytest.approx(bound, rel=1e-12, abs=0.0) for r in rows)
+    tau0 = var.sqrt()
+    assert v5_round_off_bound(h) == pytest.approx(64 * torch.finfo(torch.float64).eps * k
+                                                  * (1 + float((mean.abs() / tau0).max())), rel=1e-12, abs=0.0)

@@ -79,6 +79,40 @@ def test_epoch_loss_is_the_sample_weighted_mean_of_step_losses(tiny_data):
     assert history.loss[0] == pytest.approx(sum(s[2] * s[3] for s in steps) / n, rel=1e-6)
 
 
+def test_several_step_callbacks_are_called_in_order_with_one_step_info(tiny_data):
+    """on_step=[f, g] calls f then g after every step, both with the same StepInfo; a tuple works
+    alike, [] is no callback, and the run is the one a single callback gives."""
+    cfg = TrainConfig(epochs=1, batch_size=100, progress=False, device="cpu")
+    calls: list[tuple[str, int, int]] = []
+
+    def first(info):
+        calls.append(("first", info.step, id(info)))
+
+    def second(info):
+        calls.append(("second", info.step, id(info)))
+
+    _, history = train_model(_config(tiny_data), tiny_data, cfg, on_step=[first, second])
+    steps = history.steps
+    assert [(name, step) for name, step, _ in calls] == [(n, s) for s in range(steps) for n in ("first", "second")]
+    assert all(calls[2 * s][2] == calls[2 * s + 1][2] for s in range(steps))  # one StepInfo per step
+    calls.clear()
+    _, again = train_model(_config(tiny_data), tiny_data, cfg, on_step=(second, first))
+    assert [name for name, _, _ in calls[:2]] == ["second", "first"] and again.loss == history.loss
+    _, single = train_model(_config(tiny_data), tiny_data, cfg, on_step=first)
+    _, none = train_model(_config(tiny_data), tiny_data, cfg, on_step=[])
+    assert single.loss == none.loss == history.loss
+
+
+@pytest.mark.parametrize("on_step, match", [
+    ("print", r"on_step must be a callable f\(StepInfo\), a list or tuple of them, or None, got str"),
+    ([print, 3], r"not callable at index 1: int"),
+])
+def test_step_callbacks_that_are_not_callable_are_refused(tiny_data, on_step, match):
+    with pytest.raises(TypeError, match=match):
+        train_model(_config(tiny_data), tiny_data, TrainConfig(epochs=1, progress=False, device="cpu"),
+                    on_step=on_step)
+
+
 def test_training_reduces_the_loss_for_both_model_kinds(tiny_data):
     cfg = TrainConfig(epochs=15, batch_size=32, lr=3e-3, progress=False)
     _, h = train_model(_config(tiny_data, "mlp"), tiny_data, cfg)
@@ -122,3 +156,14 @@ def test_cuda_run_matches_cpu_run(tiny_data):
     model, gpu = train_model(_config(tiny_data), tiny_data, TrainConfig(device="cuda", **cfg))
     assert next(model.parameters()).is_cuda
     torch.testing.assert_close(torch.tensor(gpu.loss), torch.tensor(cpu.loss), rtol=1e-4, atol=1e-5)
+
+
+def test_the_progress_bar_is_named_by_progress_label(tiny_data, capsys):
+    """``TrainConfig.progress_label`` names the epoch bar (``landscape`` names each model)."""
+    from analysis.training import TrainConfig, build_model, train
+    from analysis.model import preset_config
+
+    assert TrainConfig().progress_label == "train"
+    model = build_model(preset_config("cn", tiny_data.attribute_dim, tiny_data.feature_dim), 1)
+    train(model, tiny_data, TrainConfig(epochs=1, progress=True, progress_label="train MLP + CN", device="cpu"))
+    assert "train MLP + CN" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Claim V3: class attributes are neither standardized, nor Gaussian, nor uncorrelated.
 
-PAPER.md section 2, V3: before the last layer of a deep attribute embedder, E||h_c||²
+docs/science.md section 4.3, V3: before the last layer of a deep attribute embedder, E||h_c||²
 depends on the distribution of the attributes **across classes** (the class axis is the
 embedder's batch axis), and real attribute matrices are far from the standardized,
 Gaussian, uncorrelated batch that fan-in/fan-out inits assume. This module measures that

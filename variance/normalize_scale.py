@@ -1,4 +1,4 @@
-"""V1 (PAPER.md section 2): the variance of normalize+scale logits, ``Var[gamma^2 cos(z, p)]``.
+"""V1 (docs/science.md section 4.1): the variance of normalize+scale logits, ``Var[gamma^2 cos(z, p)]``.
 
 Setting: ``z, p in R^d`` independent, each with i.i.d. zero-mean coordinates; the NS logit
 is ``y = gamma^2 cos(z, p)`` (:func:`analysis.normalization.normalize_scale_logits`), so
@@ -34,6 +34,18 @@ overestimates it by ``d/(d-2)^2 - 1/d = 4(d-1) / (d (d-2)^2) ~ 4/d^2``, relative
 
 Both explain why practitioners pick ``gamma`` in [5, 10] for ``d_z = 2048``.
 
+**Telling the two apart** (:func:`check_v1_discriminating`).  The estimator
+``mean(cos^2)`` has relative standard error ``sqrt(r/n)`` over ``n`` pairs, with
+``r = Var[cos^2] / E[cos^2]^2``: for Gaussian coordinates ``cos^2 ~ Beta(1/2, (d-1)/2)``, so
+``r = 2(d-1)/(d+2) < 2``; for Rademacher ones ``r = 2 - 2/d < 2``.  To resolve a relative
+departure ``delta`` by ``m`` standard errors, ``n = ceil(2 m^2 / delta^2)`` pairs suffice
+(:func:`num_pairs_to_resolve`).  The paper's relative gap ``4(d-1)/(d-2)^2`` is 13.8 %, 6.6 %
+and 3.2 % at d = 32, 64, 128: with ``m = 10`` that is 10 500, 46 500 and 195 000 pairs;
+asking the row to resolve a 5 % error of its own prediction as well raises the first two to
+80 000 (under a second of drawing in all).  The exact value then lies within ``k = 4``
+standard errors and the paper's about 10 or more away.  At d = 2048 the gap (0.2 %) needs ``5 10^6`` pairs of 2048-d
+vectors: there the two are not told apart, which is why the paper's value serves at d_z.
+
 Real features are neither zero-mean nor isotropic (pooled ResNet activations are
 non-negative): :func:`estimate_cosine_variance_of` measures the mean and variance of the
 cosine between given rows, and :meth:`CosineStatistics.ratio_to_isotropic` says how far
@@ -58,11 +70,13 @@ __all__ = [
     "COSINE_DISTRIBUTIONS",
     "CosineStatistics",
     "check_v1",
+    "check_v1_discriminating",
     "estimate_cosine_variance",
     "estimate_cosine_variance_of",
     "estimate_cosine_variance_slope",
     "estimate_logit_variance",
     "exact_isotropic_cosine_variance",
+    "num_pairs_to_resolve",
     "predicted_cosine_variance",
     "predicted_logit_variance",
     "unit_variance_gamma",
@@ -372,3 +386,62 @@ def check_v1(
         check("V1", setting + ", exact 1/d", exact, est, k=k),
         check("V1", setting + ", paper d/(d-2)^2", paper, est, k=k, bias_bound=abs(paper - exact)),
     ]
+
+
+def num_pairs_to_resolve(relative_gap: float, separation: float = 10.0) -> int:
+    """Pairs for which a relative departure ``relative_gap`` of ``Var[cos]`` from ``1/d`` is
+    ``separation`` standard errors: ``ceil(2 separation^2 / relative_gap^2)``.
+
+    Uses ``Var[cos^2] / E[cos^2]^2 < 2``, true for Gaussian and Rademacher coordinates
+    (module docstring); the returned check states the standard error it actually got.
+
+    Raises:
+        ValueError: ``relative_gap`` or ``separation`` not positive and finite.
+
+    Example: ``num_pairs_to_resolve(0.05)`` is 80 000 (a 5 % error at 10 standard errors).
+    """
+    for name, value in (("relative_gap", relative_gap), ("separation", separation)):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return math.ceil(2.0 * separation**2 / relative_gap**2)
+
+
+def check_v1_discriminating(
+    d: int,
+    num_pairs: int | None = None,
+    *,
+    resolution: float = 0.05,
+    separation: float = 10.0,
+    distribution: str = "gaussian",
+    k: float = 4.0,
+    generator: torch.Generator | None = None,
+) -> Check:
+    """V1 at small ``d``: does the measured ``Var[cos]`` support the exact ``1/d`` or the
+    paper's ``d/(d-2)^2``?  One discriminating row (:func:`variance.estimate.check` with an
+    alternative): ``predicted`` is ``1/d``, ``alternative`` the paper's value, no bias bound;
+    it passes iff ``1/d`` lies within ``k`` standard errors and the paper's value does not.
+
+    Args:
+        d: dimension, >= 3.
+        num_pairs: pairs to draw; ``None``: :func:`num_pairs_to_resolve` of the smaller of the
+            paper's relative gap ``4(d-1)/(d-2)^2`` and ``resolution``, at ``separation``
+            standard errors (module docstring).
+        resolution: the relative error of the prediction the row must also resolve.
+        separation: standard errors between the prediction and a departure to resolve.
+        distribution, k, generator: as :func:`estimate_cosine_variance` and ``check``.
+
+    Raises:
+        ValueError: ``d < 3``, bad ``resolution``/``separation``, or as
+            :func:`estimate_cosine_variance`.
+
+    Example: at ``d = 32`` the row supports ``"exact 1/d"``, and
+    ``row.with_prediction(1.05 / 32).passed`` is False.
+    """
+    paper = predicted_cosine_variance(d)
+    exact = exact_isotropic_cosine_variance(d)
+    if num_pairs is None:
+        num_pairs = num_pairs_to_resolve(min((paper - exact) / exact, resolution), separation)
+    est = estimate_cosine_variance(d, num_pairs, distribution=distribution, generator=generator)
+    setting = (f"Var[cos], d={d}, {distribution}, {num_pairs} pairs: exact 1/d={exact:.4g} "
+               f"vs paper d/(d-2)^2={paper:.4g}")
+    return check("V1", setting, exact, est, k=k, alternative=paper, labels=("exact 1/d", "paper d/(d-2)^2"))

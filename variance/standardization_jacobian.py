@@ -1,4 +1,4 @@
-"""V5 (PAPER.md section 2): the backward pass of class standardization is a scaled projection.
+"""V5 (docs/science.md section 4.5): the backward pass of class standardization is a scaled projection.
 
 For one column ``h in R^K`` of the hidden matrix (K classes), Eq. (9) with ``eps`` inside
 the square root (:func:`analysis.class_standardization.class_standardize`) is

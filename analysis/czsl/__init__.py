@@ -1,4 +1,4 @@
-"""Continual zero-shot learning (PAPER.md section 4): task splits, the single-head protocol,
+"""Continual zero-shot learning (docs/science.md section 6): task splits, the single-head protocol,
 EWC-online / MAS-online / A-GEM / multi-task baselines with and without CN, and the
 metrics mSA, mUA, mH, mAUC, mJA and forgetting.
 """

@@ -1,4 +1,4 @@
-"""A-GEM for CZSL (PAPER.md section 4): gradients projected against an episodic memory.
+"""A-GEM for CZSL (docs/science.md section 6.4): gradients projected against an episodic memory.
 
 **A-GEM** (Chaudhry et al. 2019, "Efficient Lifelong Learning with A-GEM"): an episodic
 memory of a few samples per past class (:class:`EpisodicMemory`); each step the task

@@ -1,4 +1,4 @@
-"""EWC-online and MAS-online for CZSL (PAPER.md section 4): quadratic anchor penalties.
+"""EWC-online and MAS-online for CZSL (docs/science.md section 6.4): quadratic anchor penalties.
 
 **Quadratic anchor penalties** (:class:`QuadraticAnchorPenalty`).  EWC-online and
 MAS-online share one mechanism: after each task the parameters ``a = theta*`` are stored as

@@ -1,4 +1,4 @@
-"""Continual-learning baselines of CZSL (PAPER.md section 4): their configuration, and one
+"""Continual-learning baselines of CZSL (docs/science.md section 6.4): their configuration, and one
 import for all of them.
 
 - EWC-online and MAS-online, quadratic anchor penalties: :mod:`analysis.czsl.anchor_penalties`;

@@ -1,4 +1,4 @@
-"""CZSL metrics (PAPER.md §4): mSA, mUA, mH, mAUC, mJA and forgetting of a single-head model.
+"""CZSL metrics (docs/science.md section 6.3): mSA, mUA, mH, mAUC, mJA and forgetting of a single-head model.
 
 Setting: ``T`` tasks, each a disjoint set of classes, together covering all ``C`` logit
 columns.  After learning tasks ``1..t`` the model scores the test samples of **every**
@@ -26,20 +26,36 @@ At ``t = 0`` (before training) ``S_0`` is empty: ``SA``, ``H`` and ``AUC`` are N
     forgetting = mean_{i=1..T-1} ( max_{l=i..T-1} a_{l,i} - a_{T,i} )   (Chaudhry et al. 2018)
 
 With ``T = 1`` mUA, mH and mAUC average over no time step and are NaN; forgetting is 0.
+
+The authors' code (universome/class-norm, ``src/utils/metrics.py`` and
+``src/trainers/lll_trainer.py``) defines two of these differently; both variants are
+reported, under their own names:
+
+* **averaging range**: it also evaluates the model before any training (``t = 0``) and
+  averages unseen accuracy and AUSUC over ``t = 0..T-1``: ``mUA_from_0`` and
+  ``mAUC_from_0``, with ``AUC_0 = UA_0`` (with no seen class the seen-unseen curve is the
+  single point (UA_0, 0) joined to (0, 1)... its area is UA_0, as in their ``compute_ausuc``);
+* **forgetting** on *generalized* accuracies ``A_{l,j}`` (argmax over all C classes,
+  sample mean over task j's test samples; :attr:`TaskEvaluation.generalized_task_accuracies`),
+  against the maximum over **all** earlier steps, averaged over time::
+
+      forgetting_authors = mean_{t=2..T} mean_{j=1..t-1} ( max_{l=1..t-1} A_{l,j} - A_{t,j} )
+
+  (0 when T = 1).  The maximum also runs over steps before task j was learned, as theirs does.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
 
 from analysis.metrics import ausuc, harmonic_mean, per_class_accuracy, zsl_accuracy
 
-__all__ = ["CZSLSummary", "TaskEvaluation", "evaluate_time_step", "summarize"]
+__all__ = ["CZSLSummary", "TaskEvaluation", "evaluate_time_step", "forgetting_authors", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -59,9 +75,13 @@ class TaskEvaluation:
     ausuc: float  # AUC_t between S_t and U_t; NaN when either is empty (t = 0 or T)
     joint_accuracy: float  # JA_t on all test samples, argmax over all C
     task_accuracies: list[float]  # [t] a_{t,i}, i = 1..t: argmax restricted to task i
+    # [T] A_{t,j}, j = 1..T: argmax over all C, sample mean over task j's test samples (the
+    # authors' forgetting); empty when the evaluation was built by hand without them
+    generalized_task_accuracies: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_accuracies", [float(a) for a in self.task_accuracies])
+        object.__setattr__(self, "generalized_task_accuracies", [float(a) for a in self.generalized_task_accuracies])
         for f in fields(self):
             values = getattr(self, f.name)
             nan_ok = f.name in ("seen_accuracy", "unseen_accuracy", "harmonic", "ausuc")
@@ -94,6 +114,10 @@ class CZSLSummary:
     mAUC: float  # mean_{t=1..T-1} AUSUC
     mJA: float  # mean_{t=1..T} joint accuracy
     forgetting: float  # mean_{i<T} max_{i<=l<T} a_{l,i} - a_{T,i}; 0 when T = 1
+    # the authors' definitions (module docstring); NaN when the inputs they need are missing
+    mUA_from_0: float = math.nan  # mean_{t=0..T-1} unseen accuracy
+    mAUC_from_0: float = math.nan  # mean_{t=0..T-1} AUSUC, AUC_0 = UA_0
+    forgetting_authors: float = math.nan  # generalized accuracies, max over all earlier steps, mean over t
 
     def percent(self) -> dict[str, float]:
         """Every metric times 100, keyed by field name (the paper prints forgetting as a
@@ -238,6 +262,9 @@ def evaluate_time_step(
     for i in range(t):
         mine = label_task == i
         task_accuracies.append(zsl_accuracy(logits[mine], labels[mine], tasks[i]))
+    hits = (predictions == labels).double()
+    generalized = (torch.zeros(len(tasks), dtype=torch.float64, device=hits.device).index_add_(0, label_task, hits)
+                   / torch.bincount(label_task, minlength=len(tasks)).double())
     return TaskEvaluation(
         seen_accuracy=seen,
         unseen_accuracy=unseen,
@@ -245,6 +272,7 @@ def evaluate_time_step(
         ausuc=area,
         joint_accuracy=per_class_accuracy(predictions, labels),
         task_accuracies=task_accuracies,
+        generalized_task_accuracies=generalized.tolist(),
     )
 
 
@@ -253,8 +281,31 @@ def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values) if values else math.nan
 
 
-def summarize(evaluations: Sequence[TaskEvaluation]) -> CZSLSummary:
+def forgetting_authors(history: Sequence[Sequence[float]]) -> float:
+    """The authors' forgetting from ``history[t-1][j-1] = A_{t,j}``, ``t, j = 1..T``::
+
+        mean_{t=2..T} mean_{j=1..t-1} ( max_{l=1..t-1} A_{l,j} - A_{t,j} )      (0 when T = 1)
+
+    Raises:
+        ValueError: ``history`` is not a square ``T x T`` table.
+    """
+    num_tasks = len(history)
+    if any(len(row) != num_tasks for row in history):
+        raise ValueError(f"history must be a square T x T table of generalized task accuracies, got rows of "
+                         f"lengths {[len(row) for row in history]} for T = {num_tasks}")
+    per_step = [
+        _mean([max(history[l][j] for l in range(t)) - history[t][j] for j in range(t)])
+        for t in range(1, num_tasks)
+    ]
+    return _mean(per_step) if per_step else 0.0
+
+
+def summarize(evaluations: Sequence[TaskEvaluation], *, before: TaskEvaluation | None = None) -> CZSLSummary:
     """Time-step averages of the evaluations after tasks ``t = 1..T`` (module docstring).
+
+    ``before``, the evaluation at ``t = 0`` (untrained model), adds the authors'
+    ``mUA_from_0`` and ``mAUC_from_0``; ``forgetting_authors`` needs every evaluation's
+    :attr:`~TaskEvaluation.generalized_task_accuracies`.  Either is NaN without its input.
 
     ``T = len(evaluations)``; ``evaluations[t - 1]`` must be the evaluation at time step
     t (``t`` task accuracies), with ``UA`` defined exactly before the last step.  mSA and
@@ -310,6 +361,16 @@ def summarize(evaluations: Sequence[TaskEvaluation]) -> CZSLSummary:
         max(evaluations[l].task_accuracies[i] for l in range(i, num_tasks - 1)) - final[i]
         for i in range(num_tasks - 1)
     ]
+    if before is not None:
+        if not isinstance(before, TaskEvaluation) or before.time_step != 0:
+            raise ValueError(f"before must be the TaskEvaluation at t = 0 (no task accuracies), got "
+                             f"{before if not isinstance(before, TaskEvaluation) else f't = {before.time_step}'}")
+        ua_from_0 = _mean([before.unseen_accuracy] + [ev.unseen_accuracy for ev in head])
+        auc_from_0 = _mean([before.unseen_accuracy] + [ev.ausuc for ev in head])
+    else:
+        ua_from_0 = auc_from_0 = math.nan
+    history = [ev.generalized_task_accuracies for ev in evaluations]
+    by_authors = forgetting_authors(history) if all(len(row) == num_tasks for row in history) else math.nan
     return CZSLSummary(
         mSA=_mean([ev.seen_accuracy for ev in evaluations]),
         mUA=_mean([ev.unseen_accuracy for ev in head]),
@@ -317,4 +378,7 @@ def summarize(evaluations: Sequence[TaskEvaluation]) -> CZSLSummary:
         mAUC=_mean([ev.ausuc for ev in head]),
         mJA=_mean([ev.joint_accuracy for ev in evaluations]),
         forgetting=_mean(forgetting) if forgetting else 0.0,
+        mUA_from_0=ua_from_0,
+        mAUC_from_0=auc_from_0,
+        forgetting_authors=by_authors,
     )

@@ -76,9 +76,9 @@ def batch_gradients(model: nn.Module, batches: Iterable[Batch],
     return {n: acc / count for (n, _), acc in zip(params, total)}
 
 
-# Per-class A-GEM memory of the reference CLI: 10 images per class on CUB, 5 on SUN
-# (SUN has 717 classes of about 20 training images each).
-AGEM_MEMORY_PER_CLASS: dict[str, int] = {"CUB": 10, "SUN": 5}
+# Per-class A-GEM memory of the reference code (configs/agem.yml): 25 images per class on
+# AWA, 10 on CUB, 5 on SUN (SUN has 717 classes of about 20 training images each).
+AGEM_MEMORY_PER_CLASS: dict[str, int] = {"AWA1": 25, "AWA2": 25, "CUB": 10, "SUN": 5}
 
 
 @dataclass(frozen=True)
@@ -90,20 +90,23 @@ class MethodConfig:
     mas_decay: float = 0.95  # gamma of the online MAS importance
     mas_weight: float = 1e-4  # lambda of the MAS penalty
     agem_memory_per_class: int = 10  # samples kept per class (CUB; SUN: 5, agem_memory_for)
-    agem_memory_batch: int = 256  # memory samples per reference gradient
+    # memory samples per reference gradient; None: the protocol's (toolkit 256, authors 128),
+    # resolved by analysis.czsl.protocol.CZSLConfig
+    agem_memory_batch: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("ewc", "mas"):
             check_decay_weight(getattr(self, f"{name}_decay"), getattr(self, f"{name}_weight"),
                                 prefix=f"{name}_")
-        for name in ("agem_memory_per_class", "agem_memory_batch"):
-            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.agem_memory_per_class, "agem_memory_per_class")
+        if self.agem_memory_batch is not None:
+            check_positive_int(self.agem_memory_batch, "agem_memory_batch")
 
 
 def agem_memory_for(dataset: str) -> int:
     """Samples per class in the A-GEM memory for ``dataset``, as the reference CLI sets it.
 
-    ``"CUB"`` -> 10, ``"SUN"`` -> 5 (case-insensitive), any other name -> 10 (the
-    :class:`MethodConfig` default).
+    ``"AWA1"``, ``"AWA2"`` -> 25, ``"CUB"`` -> 10, ``"SUN"`` -> 5 (case-insensitive), any
+    other name -> 10 (the :class:`MethodConfig` default).
     """
     return AGEM_MEMORY_PER_CLASS.get(str(dataset).upper(), 10)

@@ -1,4 +1,4 @@
-"""Task splits of continual zero-shot learning (CZSL, PAPER.md section 4).
+"""Task splits of continual zero-shot learning (CZSL, docs/science.md section 6.1).
 
 Classes are permuted by a seed and cut into ``T`` consecutive tasks of (almost) equal size
 (CUB: 10 tasks of 20 classes; SUN: 15 tasks of 47 or 48 classes; any data set with
