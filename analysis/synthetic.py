@@ -148,12 +148,18 @@ SEEN_BIAS: dict[str, float] = {
 SYNTHETIC_PRESETS: dict[str, SyntheticSpec] = {
     # tau 2.25 on AWA: seen-only accuracy was 97.2 % with tau 2 (AWA1, 50 epochs, seed 1)
     "AWA1": SyntheticSpec("AWA1", 40, 10, 85, 19832, 4958, 5685, **{**SEEN_BIAS, "instance_jitter": 2.25}),
-    "AWA2": SyntheticSpec("AWA2", 40, 10, 85, 23527, 5882, 7913, **{**SEEN_BIAS, "instance_jitter": 2.25}),
+    # m_u 0.32 on AWA2: GZSL-U / ZSL-U was 0.841 with 0.35 (50 epochs, seed 1)
+    "AWA2": SyntheticSpec("AWA2", 40, 10, 85, 23527, 5882, 7913,
+                          **{**SEEN_BIAS, "instance_jitter": 2.25, "unseen_confusion": 0.32}),
     # tau 2 on CUB: with 2.25 its H was 40.1, 10.2 below the published 50.3 (50 epochs, seeds 1-3)
     "CUB": SyntheticSpec("CUB", 150, 50, 312, 7057, 1764, 2967, **SEEN_BIAS),
     # m_u 0.3: GZSL-U / ZSL-U was 0.845 with 0.35 (10 epochs, seed 1)
     "SUN": SyntheticSpec("SUN", 645, 72, 102, 10320, 2580, 1440, **{**SEEN_BIAS, "unseen_confusion": 0.3}),
-    "APY": SyntheticSpec("APY", 20, 12, 64, 5932, 1483, 7924, **SEEN_BIAS),
+    # APY's 20 seen classes are told apart easily: with SEEN_BIAS alone seen-only accuracy was
+    # 96.9 % but H 46.1 with the factor 0.95 against 50.1 with 1.0 (50 epochs, seed 1); a larger
+    # unexplained part with these shares gives 47.5 against 46.6 (seeds 1-3)
+    "APY": SyntheticSpec("APY", 20, 12, 64, 5932, 1483, 7924,
+                         **{**SEEN_BIAS, "unexplained": 1.4, "seen_confusion": 0.43, "unseen_confusion": 0.33}),
 }
 
 

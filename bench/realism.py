@@ -6,6 +6,10 @@ mean over seeds (``analysis.experiment.mean_std``):
 
     cos_s, cos_u   mean cosine of the test images (seen-test and unseen-test together) to
                    the seen and to the unseen prototypes, eval mode (logits / gamma^2)
+    near_s, near_u mean over the same images of the cosine to the nearest seen and to the
+                   nearest unseen prototype (the prototype each set would classify it as)
+    orc_s, orc_u   cos_s and cos_u with "oracle" prototypes, the class means of all
+                   features: what the data alone give, before any model is trained
     ZSL-U          unseen-test images among the unseen classes only
     S_only         seen-test images among the seen classes only (the AUSUC bound's S_max)
     U, S, H        GZSL with the seen-logit factor 0.95 and with 1.0 (every preset: the
@@ -19,6 +23,7 @@ All metrics come from :mod:`analysis.metrics` and :mod:`analysis.evaluation`.  W
 ``--rows mlp,mlp+eq9,cn`` the ablation rows are trained too (H with factor 0.95).
 
     OMP_NUM_THREADS=1 python bench/realism.py --presets AWA1,CUB --epochs 50 --seeds 1,2,3
+    python bench/realism.py ... --json card.json   # every seed's values, settings, environment
     python bench/realism.py --legacy ...     # the generator before the seen-bias mechanism
 """
 
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from analysis.evaluation import class_logits, evaluate  # noqa: E402
 from analysis.experiment import mean_std  # noqa: E402
+from analysis.io import environment_info, write_json  # noqa: E402
 from analysis.metrics import zsl_accuracy  # noqa: E402
 from analysis.model import preset_config  # noqa: E402
 from analysis.normalization import normalize_attributes  # noqa: E402
@@ -58,6 +64,11 @@ def measure(data, row: str, config: TrainConfig) -> dict[str, float]:
     cos = class_logits(model, data.features[tests], attributes) / model.config.gamma ** 2  # [n, C]
     out["cos_s"] = float(cos[:, data.seen_classes].mean())
     out["cos_u"] = float(cos[:, data.unseen_classes].mean())
+    out["near_s"] = float(cos[:, data.seen_classes].max(dim=1).values.mean())
+    out["near_u"] = float(cos[:, data.unseen_classes].max(dim=1).values.mean())
+    oracle = oracle_cosines(data, tests)
+    out["orc_s"] = float(oracle[:, data.seen_classes].mean())
+    out["orc_u"] = float(oracle[:, data.unseen_classes].mean())
     logits_s = class_logits(model, data.features[data.test_seen], attributes)
     out["S_only"] = 100.0 * zsl_accuracy(logits_s, data.labels[data.test_seen], data.seen_classes)
     out["U/ZSL"] = out["U@0.95"] / max(out["ZSL-U"], 1e-12)
@@ -65,8 +76,16 @@ def measure(data, row: str, config: TrainConfig) -> dict[str, float]:
     return out
 
 
-COLUMNS = ("cos_s", "cos_u", "ZSL-U", "S_only", "U@0.95", "S@0.95", "H@0.95", "U@1", "S@1", "H@1",
-           "U/ZSL", "AUSUC", "ratio")
+def oracle_cosines(data, rows: torch.Tensor) -> torch.Tensor:
+    """Cosines ``[n, C]`` of the features of ``rows`` to every class mean of all features."""
+    f = data.features.float()
+    sums = torch.zeros(data.num_classes, f.shape[1]).index_add_(0, data.labels, f)
+    means = torch.nn.functional.normalize(sums, dim=1)
+    return torch.nn.functional.normalize(f[rows], dim=1) @ means.T
+
+
+COLUMNS = ("cos_s", "cos_u", "near_s", "near_u", "orc_s", "orc_u", "ZSL-U", "S_only", "U@0.95", "S@0.95",
+           "H@0.95", "U@1", "S@1", "H@1", "U/ZSL", "AUSUC", "ratio")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the generator before the seen-bias mechanism: SyntheticSpec's field defaults for every knob")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a SyntheticSpec field (repeatable), e.g. --set noise=2")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="also write every seed's values with the settings and environment (atomically)")
     args = p.parse_args(argv)
+    if args.json is not None and args.json.exists():
+        p.error(f"--json {args.json} exists; choose another path (nothing is overwritten)")
     torch.set_num_threads(1)
     overrides: dict[str, float] = {}
     if args.legacy:
@@ -94,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"epochs {args.epochs} · seeds {','.join(map(str, seeds))} · data seed {args.data_seed}"
           + (" · legacy generator" if args.legacy else "") + (f" · overrides {overrides}" if args.set else "") + " · means over seeds")
     print(f"{'preset':<6}{'row':<9}" + "".join(f"{c:>8}" for c in COLUMNS))
+    card: list[dict] = []
     for name in args.presets.split(","):
         t0 = time.perf_counter()
         data = make_synthetic(synthetic_spec(name, **overrides), seed=args.data_seed)
@@ -103,10 +127,17 @@ def main(argv: list[str] | None = None) -> int:
                                                              progress=False))
                     for s in seeds]
             means = {c: mean_std([r[c] for r in runs])[0] for c in COLUMNS}
-            cells = "".join(f"{means[c]:8.3f}" if c.startswith(("cos", "U/", "ratio")) else f"{means[c]:8.1f}"
+            card.append({"preset": name, "row": row, "spec": synthetic_spec(name, **overrides),
+                         "mean": means, "per_seed": dict(zip(seeds, runs))})
+            cells = "".join(f"{means[c]:8.3f}" if c.startswith(("cos", "near", "orc", "U/", "ratio")) else f"{means[c]:8.1f}"
                             for c in COLUMNS)
             print(f"{name:<6}{row:<9}{cells}   ({time.perf_counter() - t0:.0f} s, data {generated:.1f} s)",
                   flush=True)
+    if args.json is not None:
+        write_json(args.json, {"card": card, "settings": {**vars(args), "overrides": overrides},
+                               "data": "synthetic (analysis.synthetic), a stand-in for real features",
+                               "environment": environment_info(args.device if args.device != "auto" else None)})
+        print(f"wrote {args.json}")
     return 0
 
 
