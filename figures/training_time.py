@@ -174,7 +174,7 @@ def draw(cache: dict[str, Any]) -> Figure:
     The legend lists exactly the bars, the whiskers and the band."""
     runs, recipe = cache["runs"], cache["recipe_epochs"]
     names = list(runs)
-    fig, axes = new_figure(1, 1, panel_width=max(5.5, 1.4 * len(names)), panel_height=3.4)
+    fig, axes = new_figure(1, 1, panel_width=max(5.5, 1.4 * len(names)), panel_height=3.8)
     ax = axes[0, 0]
     x = np.arange(len(names))
     seconds = np.array([runs[n]["seconds_per_recipe"] for n in names])
@@ -198,8 +198,9 @@ def draw(cache: dict[str, Any]) -> Figure:
     ax.set_ylabel(f"seconds per {recipe}-epoch run")
     ax.set_ylim(0, max(float(np.max(iqr)), float(np.max(seconds)), high) * 1.18)
     ax.grid(axis="x", visible=False)
-    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="upper center",
-              bbox_to_anchor=(0.5, -0.4), fontsize=8, ncol=1)
+    # above the panel (the caption takes the bottom margin): constrained layout makes room for it
+    fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="outside upper center", fontsize=8,
+               ncol=1)
     by_source: dict[str, list[str]] = {}
     for n in names:
         by_source.setdefault(runs[n]["source"], []).append(n)

@@ -106,8 +106,9 @@ def test_the_cache_and_the_caption_record_the_conditions(injected):
 
 def test_the_legend_lists_exactly_the_drawn_artists(injected):
     _, cache, _ = injected
-    ax = training_time.draw(cache).axes[0]
-    listed = [t.get_text() for t in ax.get_legend().get_texts()]
+    fig = training_time.draw(cache)
+    [ax], [legend] = fig.axes, fig.legends  # one legend, the figure's (above the panel)
+    listed = [t.get_text() for t in legend.get_texts()]
     handles, labels = ax.get_legend_handles_labels()  # every labelled artist the axes hold
     assert sorted(listed) == sorted(labels) and len(listed) == len(set(listed)) == 3  # nothing more, nothing less
     bars, whiskers, band = (dict(zip(labels, handles))[text] for text in listed)
