@@ -20,18 +20,25 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import Iterable
+import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.colorbar import Colorbar
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from analysis.io import atomic_write
 
 __all__ = ["MODEL_COLORS", "MODEL_LABELS", "PNG_DPI", "add_caption", "apply_style", "color", "label",
-           "new_figure", "save_figure"]
+           "legend_outside", "log_axis", "new_figure", "nice_ticks", "provenance_caption", "save_figure",
+           "shared_colorbar", "shared_norm"]
 
 PNG_DPI = 150
 _PALETTE = sns.color_palette("colorblind", 10)
@@ -106,6 +113,115 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, panel_width: float = 3.4, pane
 def add_caption(fig: Figure, text: str) -> None:
     """A small grey line under the panels saying what produced the figure (data source, budget)."""
     fig.supxlabel(text, fontsize=8, color="0.35")
+
+
+def provenance_caption(data: str, *details: str, commit: str | None = None, width: int = 120) -> str:
+    """The caption of a figure: ``"<data>; <detail>; ...; commit <sha, 10 digits>"``, wrapped
+    into lines of at most ``width`` characters (for :func:`add_caption`).
+
+    Args:
+        data: the data set and whether it is real or synthetic, e.g. ``"AWA2 (synthetic data)"``.
+        details: what produced the numbers: the command or budget, seeds, samples.
+        commit: the git commit of the code that computed them
+            (``analysis.io.environment_info()["git_commit"]``); ``None``: not named.
+
+    Raises:
+        ValueError: an empty ``data`` (a figure must say what it was computed on).
+    """
+    if not str(data).strip():
+        raise ValueError(f"provenance_caption needs the data source (e.g. 'CUB (synthetic data)'), got {data!r}")
+    parts = [str(data), *(str(d) for d in details if str(d))]
+    if commit:
+        parts.append(f"commit {commit[:10]}")
+    return textwrap.fill("; ".join(parts), width=width, break_on_hyphens=False)
+
+
+def legend_outside(fig: Figure, axes: Iterable[Axes] | Axes, **kwargs: Any) -> Any:
+    """One legend for ``fig`` above its panels (constrained layout's ``"outside upper center"``),
+    so it covers no data: the handles of every axes in ``axes``, each label once, in one row
+    (``ncols``: one column per label unless given)."""
+    handles: dict[str, Any] = {}
+    for ax in ([axes] if isinstance(axes, Axes) else axes):
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    kwargs.setdefault("ncols", max(len(handles), 1))
+    return fig.legend(list(handles.values()), list(handles), loc="outside upper center", **kwargs)
+
+
+def shared_norm(panels: Iterable[Any], *, log: bool = False) -> Normalize:
+    """One colour normalization for several panels, so equal colours mean equal values:
+
+        vmin = min_p min(panels[p]),   vmax = max_p max(panels[p])   (finite values only)
+
+    A flat set of values gets ``vmax = vmin (1 + 1e-3)`` (``vmin + 1e-3`` at 0), so it still
+    has a colour scale.  Pass the returned norm to every panel's ``contourf``/``imshow``.
+
+    Args:
+        panels: array-likes of any shapes (one per panel).
+        log: a :class:`~matplotlib.colors.LogNorm` (values must be positive), else linear.
+
+    Raises:
+        ValueError: no finite value at all, or ``log=True`` with a value ``<= 0``.
+    """
+    values = [np.asarray(v, dtype=float).ravel() for v in panels]
+    finite = np.concatenate(values) if values else np.empty(0)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        raise ValueError("shared_norm needs at least one finite value across the panels, got none")
+    lo, hi = float(finite.min()), float(finite.max())
+    if log and lo <= 0:
+        raise ValueError(f"a logarithmic colour scale needs positive values, got a minimum of {lo}; pass log=False")
+    if hi - lo <= 1e-12 * max(abs(lo), 1.0):
+        hi = lo + 1e-3 * (abs(lo) if lo else 1.0)
+    return LogNorm(vmin=lo, vmax=hi) if log else Normalize(vmin=lo, vmax=hi)
+
+
+def nice_ticks(lo: float, hi: float, most: int = 6) -> np.ndarray:
+    """Round values inside ``[lo, hi]`` (``0 < lo < hi``) for a logarithmic colour bar or axis:
+    the finest of the ladders m x 10^k (m in {1, 1.5, 2, 3, 4, 5, 6, 8}, then {1, 2, 5},
+    {1, 3}, {1}) that gives at most ``most`` ticks; the two ends when none gives two."""
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for mantissas in ((1, 1.5, 2, 3, 4, 5, 6, 8), (1, 2, 5), (1, 3), (1,)):
+        ticks = np.array([m * 10.0**k for k in decades for m in mantissas])
+        ticks = ticks[(ticks >= lo) & (ticks <= hi)]
+        if len(ticks) <= most:
+            break
+    if len(ticks) > most:
+        ticks = ticks[:: int(np.ceil(len(ticks) / most))]
+    if len(ticks) < 2:
+        ticks = np.array([lo, hi])
+    return ticks
+
+
+def shared_colorbar(fig: Figure, mappable: Any, axes: Sequence[Axes] | Any, label: str, *,
+                    most: int = 6) -> Colorbar:
+    """One colour bar for all ``axes`` (drawn with the norm of :func:`shared_norm`), labelled
+    ``label`` (with its unit), with at most ``most`` ticks at round values (:func:`nice_ticks`
+    on a log norm, matplotlib's ``MaxNLocator`` otherwise) written with 3 significant digits,
+    and no minor ticks."""
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.9, pad=0.02)
+    bar.set_label(label)
+    norm = mappable.norm
+    if isinstance(norm, LogNorm):
+        ticks = nice_ticks(norm.vmin, norm.vmax, most)
+    else:
+        ticks = MaxNLocator(nbins=most - 1).tick_values(norm.vmin, norm.vmax)
+        ticks = ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)]
+    bar.ax.yaxis.set_minor_locator(NullLocator())  # a log colour bar would add unlabelled minor ticks
+    bar.locator = FixedLocator(ticks)
+    bar.formatter = FuncFormatter(lambda x, _: f"{x:.3g}")
+    bar.update_ticks()
+    return bar
+
+
+def log_axis(ax: Axes, lo: float, hi: float) -> None:
+    """A log y axis with plain tick labels (``20``, ``50``, ``100``): ticks at 1, 2, 5 x 10^k
+    over up to three decades, at powers of ten beyond."""
+    ax.set_yscale("log")
+    subs = (1.0, 2.0, 5.0) if hi / lo <= 1e3 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def save_figure(fig: Figure, out: Path, name: str, formats: Iterable[str] = ("png", "pdf")) -> list[Path]:

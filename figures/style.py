@@ -15,9 +15,16 @@ from analysis.plot_style import (
     apply_style,
     color,
     label,
+    legend_outside,
+    log_axis,
     new_figure,
+    nice_ticks,
+    provenance_caption,
     save_figure,
+    shared_colorbar,
+    shared_norm,
 )
 
 __all__ = ["MODEL_COLORS", "MODEL_LABELS", "PNG_DPI", "add_caption", "apply_style", "color", "label",
-           "new_figure", "save_figure"]
+           "legend_outside", "log_axis", "new_figure", "nice_ticks", "provenance_caption", "save_figure",
+           "shared_colorbar", "shared_norm"]
