@@ -32,13 +32,13 @@ from matplotlib.axes import Axes
 from matplotlib.colorbar import Colorbar
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.io import atomic_write
 
 __all__ = ["MODEL_COLORS", "MODEL_LABELS", "PNG_DPI", "add_caption", "apply_style", "color", "label",
            "legend_outside", "log_axis", "new_figure", "nice_ticks", "provenance_caption", "save_figure",
-           "shared_colorbar", "shared_norm"]
+           "shared_colorbar", "shared_norm", "text_color"]
 
 PNG_DPI = 150
 _PALETTE = sns.color_palette("colorblind", 10)
@@ -80,6 +80,12 @@ def color(name: str) -> Any:
     if name not in MODEL_COLORS:
         raise KeyError(f"no colour for {name!r}; known: {', '.join(MODEL_COLORS)}")
     return MODEL_COLORS[name]
+
+
+def text_color(name: str) -> Any:
+    """The colour of model ``name`` for text (a panel title): its line colour, but dark grey
+    for the classifier, whose light grey line colour is hard to read as text."""
+    return "0.25" if name == "classifier" else color(name)
 
 
 def label(name: str) -> str:
@@ -177,40 +183,46 @@ def shared_norm(panels: Iterable[Any], *, log: bool = False) -> Normalize:
 
 
 def nice_ticks(lo: float, hi: float, most: int = 6) -> np.ndarray:
-    """Round values inside ``[lo, hi]`` (``0 < lo < hi``) for a logarithmic colour bar or axis:
-    the finest of the ladders m x 10^k (m in {1, 1.5, 2, 3, 4, 5, 6, 8}, then {1, 2, 5},
-    {1, 3}, {1}) that gives at most ``most`` ticks; the two ends when none gives two."""
+    """Between 3 and ``most`` round values inside ``[lo, hi]`` (``0 < lo < hi``) for a
+    logarithmic colour bar: the finest of the ladders m x 10^k (m in {1, 1.5, 2, 3, 4, 5, 6, 8},
+    then {1, 2, 5}, {1, 3}, {1}) that gives 3 to ``most`` ticks; else every k-th value of the
+    finest ladder (too many values), else round linear steps (a range too narrow for the
+    ladders), else the two ends."""
     decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    ladders = []
     for mantissas in ((1, 1.5, 2, 3, 4, 5, 6, 8), (1, 2, 5), (1, 3), (1,)):
         ticks = np.array([m * 10.0**k for k in decades for m in mantissas])
-        ticks = ticks[(ticks >= lo) & (ticks <= hi)]
-        if len(ticks) <= most:
-            break
-    if len(ticks) > most:
-        ticks = ticks[:: int(np.ceil(len(ticks) / most))]
-    if len(ticks) < 2:
-        ticks = np.array([lo, hi])
-    return ticks
+        ladders.append(ticks[(ticks >= lo) & (ticks <= hi)])
+    for ticks in ladders:
+        if 3 <= len(ticks) <= most:
+            return ticks
+    if len(ladders[0]) > most:
+        return ladders[0][:: int(np.ceil(len(ladders[0]) / most))]
+    linear = MaxNLocator(nbins=most - 1, steps=[1, 2, 5, 10]).tick_values(lo, hi)
+    linear = linear[(linear >= lo) & (linear <= hi)]
+    return linear if len(linear) >= 2 else np.array([lo, hi])
 
 
 def shared_colorbar(fig: Figure, mappable: Any, axes: Sequence[Axes] | Any, label: str, *,
                     most: int = 6) -> Colorbar:
     """One colour bar for all ``axes`` (drawn with the norm of :func:`shared_norm`), labelled
     ``label`` (with its unit), with at most ``most`` ticks at round values (:func:`nice_ticks`
-    on a log norm, matplotlib's ``MaxNLocator`` otherwise) written with 3 significant digits,
-    and no minor ticks."""
+    on a log norm, 1-2-5 steps otherwise) written with 3 significant digits (more only where
+    two ticks would read the same), and no minor ticks."""
     bar = fig.colorbar(mappable, ax=axes, shrink=0.9, pad=0.02)
     bar.set_label(label)
     norm = mappable.norm
     if isinstance(norm, LogNorm):
         ticks = nice_ticks(norm.vmin, norm.vmax, most)
     else:
-        ticks = MaxNLocator(nbins=most - 1).tick_values(norm.vmin, norm.vmax)
+        ticks = MaxNLocator(nbins=most - 1, steps=[1, 2, 5, 10]).tick_values(norm.vmin, norm.vmax)
         ticks = ticks[(ticks >= norm.vmin) & (ticks <= norm.vmax)]
-    bar.ax.yaxis.set_minor_locator(NullLocator())  # a log colour bar would add unlabelled minor ticks
+    # 3 significant digits, more only where two ticks would read the same (a nearly flat scale)
+    digits = next((d for d in range(3, 10) if len({f"{t:.{d}g}" for t in ticks}) == len(ticks)), 10)
     bar.locator = FixedLocator(ticks)
-    bar.formatter = FuncFormatter(lambda x, _: f"{x:.3g}")
+    bar.formatter = FuncFormatter(lambda x, _: f"{x:.{digits}g}")
     bar.update_ticks()
+    bar.minorticks_off()  # a log colour bar would add unlabelled minor ticks
     return bar
 
 

@@ -32,7 +32,7 @@ import torch
 from analysis.io import write_json
 from figures import landscape_models as shared
 from figures.context import FigureContext, read_cache
-from figures.style import add_caption, color, label, new_figure, provenance_caption, save_figure
+from figures.style import add_caption, label, new_figure, provenance_caption, save_figure, text_color
 from landscape.objective import Objective
 from landscape.slices import Slice2D, filter_normalized_direction, loss_slice_2d, plot_slice_panels
 
@@ -123,7 +123,7 @@ def plot(ctx: FigureContext) -> list[Path]:
         [Slice2D(alphas, betas, torch.tensor(cache["models"][name]["losses"], dtype=torch.float64)) for name in names],
         axes[0],
         titles=[f"{label(name)}\nL(θ*) = {cache['models'][name]['origin_loss']:.3g} nats" for name in names],
-        title_colors=[color(name) if name != "classifier" else "0.25" for name in names],
+        title_colors=[text_color(name) for name in names],
     )
     settings = cache["provenance"]["settings"]
     add_caption(fig, provenance_caption(

@@ -40,6 +40,7 @@ from figures import landscape_models as shared
 from figures.context import FigureContext, read_cache
 from figures.style import (add_caption, color, label, legend_outside, log_axis, new_figure, provenance_caption,
                            save_figure)
+from landscape.comparison import TRAJECTORY_QUANTITIES
 
 __all__ = ["FAST", "FULL", "NAME", "PAPER", "QUANTITIES", "TITLE", "SurfaceBudget", "compute", "plot"]
 
@@ -47,12 +48,8 @@ NAME = "loss_surface"
 TITLE = "Gradient norm, top Hessian eigenvalue and effective beta along training"
 PAPER = "§5.2-5.3 smoothness"  # docs/science.md sections 5.2 and 5.3
 
-# cache key -> (panel title, y label)
-QUANTITIES = {
-    "gradient_norm": ("gradient norm", "‖∇L‖ (nats per unit θ)"),
-    "top_eigenvalue": ("top Hessian eigenvalue", "λ_max(∇²L) (nats per unit θ²)"),
-    "effective_beta": ("effective β-smoothness", "β_eff (nats per unit θ²)"),
-}
+# cache key -> (panel title, y label): the plot of `cnzsl landscape`'s, the same units
+QUANTITIES = TRAJECTORY_QUANTITIES
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from analysis.plot_style import (
     save_figure,
     shared_colorbar,
     shared_norm,
+    text_color,
 )
 
 __all__ = ["MODEL_COLORS", "MODEL_LABELS", "PNG_DPI", "add_caption", "apply_style", "color", "label",
            "legend_outside", "log_axis", "new_figure", "nice_ticks", "provenance_caption", "save_figure",
-           "shared_colorbar", "shared_norm"]
+           "shared_colorbar", "shared_norm", "text_color"]
