@@ -122,8 +122,9 @@ def add_caption(fig: Figure, text: str) -> None:
 
 
 def provenance_caption(data: str, *details: str, commit: str | None = None, width: int = 120) -> str:
-    """The caption of a figure: ``"<data>; <detail>; ...; commit <sha, 10 digits>"``, wrapped
-    into lines of at most ``width`` characters (for :func:`add_caption`).
+    """The caption of a figure: ``"<data>; <detail>; ...; commit <sha, 10 digits>"``, in lines
+    of at most ``width`` characters broken between parts (inside a part only when it alone is
+    longer), for :func:`add_caption`.
 
     Args:
         data: the data set and whether it is real or synthetic, e.g. ``"AWA2 (synthetic data)"``.
@@ -139,7 +140,13 @@ def provenance_caption(data: str, *details: str, commit: str | None = None, widt
     parts = [str(data), *(str(d) for d in details if str(d))]
     if commit:
         parts.append(f"commit {commit[:10]}")
-    return textwrap.fill("; ".join(parts), width=width, break_on_hyphens=False)
+    lines = [""]
+    for k, part in enumerate(parts):  # lines break between parts, so a part reads whole
+        piece = part + (";" if k < len(parts) - 1 else "")
+        if lines[-1] and len(lines[-1]) + 1 + len(piece) > width:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {piece}" if lines[-1] else piece
+    return "\n".join(line for wrapped in lines for line in textwrap.wrap(wrapped, width, break_on_hyphens=False))
 
 
 def legend_outside(fig: Figure, axes: Iterable[Axes] | Axes, **kwargs: Any) -> Any:
