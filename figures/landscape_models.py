@@ -61,7 +61,7 @@ from analysis.io import atomic_write, to_jsonable
 from analysis.model import ClassifierConfig, EmbedderConfig
 from analysis.training import TrainConfig, build_model, resolve_device, train
 from figures.context import DataChoice, FigureContext
-from landscape.comparison import TrajectoryProbe
+from landscape.comparison import STYLE_NAMES, TrajectoryProbe
 from landscape.comparison import model_config as landscape_model_config  # by landscape's kind names
 from landscape.objective import Batch, zsl_batches
 
@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 MODELS = ("classifier", "zsl_mlp", "zsl_cn")  # names of figures.style's colours and labels
-LANDSCAPE_KIND = {"classifier": "classifier", "zsl_mlp": "mlp", "zsl_cn": "cn"}  # landscape.MODEL_KINDS
+LANDSCAPE_KIND = {name: kind for kind, name in STYLE_NAMES.items()}  # landscape.MODEL_KINDS
 EXTRA_KEY = "landscape_models"  # ctx.extra[EXTRA_KEY] overrides TrainingBudget entries
 CACHE_FORMAT = 2  # bump when the content of the .pt cache changes (2: state_sha256)
 _TRAIN_SUBSET_OFFSET = 101  # generator seed = ctx.data_seed + offset

@@ -19,7 +19,7 @@ comparable across models.  Each point is evaluated from ``theta*``
 
 Cache ``data/loss_slices.json``: ``alphas`` [A], ``betas`` [B] and, per model,
 ``losses`` [A, B] (``losses[i][j]`` at ``(alphas[i], betas[j])``) and ``origin_loss``.
-The figure draws ``log10 f`` on one colour scale shared by the three panels.
+The figure draws ``f`` on one logarithmic colour scale shared by the three panels.
 """
 
 from __future__ import annotations
@@ -27,16 +27,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from matplotlib.ticker import FixedLocator, FuncFormatter
 
 from analysis.io import write_json
 from figures import landscape_models as shared
 from figures.context import FigureContext, read_cache
-from figures.style import add_caption, color, label, new_figure, save_figure
+from figures.style import add_caption, label, new_figure, provenance_caption, save_figure, text_color
 from landscape.objective import Objective
-from landscape.slices import filter_normalized_direction, loss_slice_2d
+from landscape.slices import Slice2D, filter_normalized_direction, loss_slice_2d, plot_slice_panels
 
 __all__ = ["FAST", "FULL", "NAME", "PAPER", "TITLE", "SliceBudget", "compute", "plot", "slice_grid"]
 
@@ -109,63 +107,30 @@ def compute(ctx: FigureContext) -> Path:
     return write_json(ctx.cache_path(NAME), payload)
 
 
-def _nice_ticks(lo: float, hi: float, most: int = 6) -> np.ndarray:
-    """Round loss values inside [lo, hi] for the colour bar: the finest of the ladders
-    m x 10^k (m in {1, 1.5, 2, 3, 4, 5, 6, 8}, then {1, 2, 5}, {1, 3}, {1}) that gives at most
-    ``most`` ticks; the two ends when none gives two."""
-    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
-    for mantissas in ((1, 1.5, 2, 3, 4, 5, 6, 8), (1, 2, 5), (1, 3), (1,)):
-        ticks = np.array([m * 10.0**k for k in decades for m in mantissas])
-        ticks = ticks[(ticks >= lo) & (ticks <= hi)]
-        if len(ticks) <= most:
-            break
-    if len(ticks) > most:
-        ticks = ticks[:: int(np.ceil(len(ticks) / most))]
-    if len(ticks) < 2:
-        ticks = np.array([lo, hi])
-    return ticks
-
-
 def plot(ctx: FigureContext) -> list[Path]:
-    """One filled-contour panel of ``log10 f(alpha, beta)`` per model, a shared colour bar
-    labelled in nats (ticks at 1-2-5 loss values), the origin ``theta*`` starred.
+    """One filled-contour panel of ``f(alpha, beta)`` per model on one logarithmic colour
+    scale shared by the panels (:func:`landscape.slices.plot_slice_panels`), one colour bar
+    labelled in nats (a few round ticks), the origin ``theta*`` starred.
 
     Raises:
         FileNotFoundError: the cache is missing ("compute it first").
     """
     cache = read_cache(ctx, NAME)
-    alphas, betas = np.asarray(cache["alphas"]), np.asarray(cache["betas"])
-    logs = {name: np.log10(np.asarray(m["losses"], dtype=float)) for name, m in cache["models"].items()}
-    lo = min(float(v.min()) for v in logs.values())
-    hi = max(float(v.max()) for v in logs.values())
-    if hi - lo < 1e-9:
-        hi = lo + 1e-3  # a flat slice still gets a colour scale
-    levels = np.linspace(lo, hi, 25)
-    fig, axes = new_figure(1, len(logs), panel_width=2.9, panel_height=2.9, sharey=True)
-    filled = None
-    for ax, (name, z) in zip(axes[0], logs.items()):
-        # contourf wants rows along y (beta) and columns along x (alpha): z[i, j] is at (alpha_i, beta_j)
-        filled = ax.contourf(alphas, betas, z.T, levels=levels, cmap="viridis")
-        ax.contour(alphas, betas, z.T, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6,
-                   linestyles="solid")  # negative log10 levels would be dashed by default
-        ax.plot(0.0, 0.0, marker="*", markersize=11, color="white", markeredgecolor="black",
-                markeredgewidth=0.6, linestyle="none")
-        ax.set_aspect("equal")
-        ax.grid(False)
-        ax.set_title(f"{label(name)}\nL(θ*) = {cache['models'][name]['origin_loss']:.3g} nats",
-                     color=color(name) if name != "classifier" else "0.25")
-        ax.set_xlabel("α, direction 1 (dimensionless)")
-    axes[0, 0].set_ylabel("β, direction 2 (dimensionless)")
-    ticks = _nice_ticks(10**lo, 10**hi)
-    bar = fig.colorbar(filled, ax=axes[0, :], shrink=0.9, pad=0.02)
-    bar.set_label("loss f(α, β) (nats, log scale)")
-    bar.locator = FixedLocator(np.log10(ticks))
-    bar.formatter = FuncFormatter(lambda x, _: f"{10**x:.3g}")
-    bar.update_ticks()
+    alphas, betas = torch.tensor(cache["alphas"]), torch.tensor(cache["betas"])
+    names = list(cache["models"])
+    fig, axes = new_figure(1, len(names), panel_width=2.9, panel_height=2.9)
+    plot_slice_panels(
+        [Slice2D(alphas, betas, torch.tensor(cache["models"][name]["losses"], dtype=torch.float64)) for name in names],
+        axes[0],
+        titles=[f"{label(name)}\nL(θ*) = {cache['models'][name]['origin_loss']:.3g} nats" for name in names],
+        title_colors=[text_color(name) for name in names],
+    )
     settings = cache["provenance"]["settings"]
-    add_caption(fig, f"{cache['dataset']['describe']}; {_epochs(settings)}, seed {cache['seed']}; "
-                     f"loss on {cache['samples']} training samples,\n"
-                     f"{len(alphas)}×{len(betas)} grid, filter-normalized directions (Li et al. 2018); ★ = θ*")
+    add_caption(fig, provenance_caption(
+        cache["dataset"]["describe"], f"{_epochs(settings)}, seed {cache['seed']}",
+        f"loss on {cache['samples']} training samples, {len(alphas)}×{len(betas)} grid, "
+        f"filter-normalized directions (Li et al. 2018); ★ = θ*",
+        commit=cache["provenance"]["environment"].get("git_commit")))
     return save_figure(fig, ctx.out, NAME)
 
 

@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import MaxNLocator
 
 from analysis.io import write_json
 from figures import landscape_models as shared
 from figures.context import FigureContext, read_cache
-from figures.style import add_caption, color, label, new_figure, save_figure
+from figures.style import (add_caption, color, label, legend_outside, log_axis, new_figure, provenance_caption,
+                           save_figure)
+from landscape.comparison import TRAJECTORY_QUANTITIES
 
 __all__ = ["FAST", "FULL", "NAME", "PAPER", "QUANTITIES", "TITLE", "SurfaceBudget", "compute", "plot"]
 
@@ -47,12 +48,8 @@ NAME = "loss_surface"
 TITLE = "Gradient norm, top Hessian eigenvalue and effective beta along training"
 PAPER = "§5.2-5.3 smoothness"  # docs/science.md sections 5.2 and 5.3
 
-# cache key -> (panel title, y label)
-QUANTITIES = {
-    "gradient_norm": ("gradient norm", "‖∇L‖ (nats per unit θ)"),
-    "top_eigenvalue": ("top Hessian eigenvalue", "λ_max(∇²L) (nats per unit θ²)"),
-    "effective_beta": ("effective β-smoothness", "β_eff (nats per unit θ²)"),
-}
+# cache key -> (panel title, y label): the plot of `cnzsl landscape`'s, the same units
+QUANTITIES = TRAJECTORY_QUANTITIES
 
 
 @dataclass(frozen=True)
@@ -149,27 +146,19 @@ def plot(ctx: FigureContext) -> list[Path]:
         finite = np.concatenate(values)
         finite = finite[np.isfinite(finite) & (finite > 0)]
         if finite.size and finite.max() / finite.min() > 10:
-            _log_axis(ax, finite.min(), finite.max())
+            log_axis(ax, finite.min(), finite.max())
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         ax.set(title=title, xlabel="training step (batches of 256)", ylabel=ylabel)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels))
+    legend_outside(fig, axes[0, 0])
     seeds = cache["seeds"]
     settings = cache["provenance"]["settings"]["training"]
     epochs = f"{settings['epochs']} epoch{'s' if settings['epochs'] != 1 else ''}"
     band = f"mean over seeds {', '.join(map(str, seeds))} (band: min-max)" if len(seeds) > 1 else f"seed {seeds[0]}"
-    add_caption(fig, f"{cache['dataset']['describe']}; {epochs}, {band};\nprobes every "
-                     f"{settings['probe_every']} steps on the step's batch: Lanczos ≤ "
-                     f"{settings['lanczos_max_steps']} steps (tol {settings['lanczos_tol']:g}), β over η = lr × "
-                     f"{{{', '.join(f'{m:g}' for m in settings['eta_multipliers'])}}}")
+    add_caption(fig, provenance_caption(
+        cache["dataset"]["describe"], f"{epochs}, {band}",
+        f"probes every {settings['probe_every']} steps on the step's batch: Lanczos ≤ "
+        f"{settings['lanczos_max_steps']} steps (tol {settings['lanczos_tol']:g}), β over η = lr × "
+        f"{{{', '.join(f'{m:g}' for m in settings['eta_multipliers'])}}}",
+        commit=cache["provenance"]["environment"].get("git_commit")))
     return save_figure(fig, ctx.out, NAME)
 
-
-def _log_axis(ax: Axes, lo: float, hi: float) -> None:
-    """A log y axis with plain tick labels (``20``, ``50``, ``100``): ticks at 1, 2, 5 x 10^k
-    over up to three decades, at powers of ten beyond."""
-    ax.set_yscale("log")
-    subs = (1.0, 2.0, 5.0) if hi / lo <= 1e3 else (1.0,)
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())

@@ -33,6 +33,7 @@ from landscape.slices import (
     loss_slice_2d,
     plot_slice_1d,
     plot_slice_2d,
+    plot_slice_panels,
 )
 from landscape.spectral_density import SpectralDensity, plot_spectral_density, spectral_density
 from landscape.spectrum import SpectrumRun, run_spectrum
@@ -46,6 +47,6 @@ __all__ = [
     "gradient_norms_by_layer", "gradient_predictiveness", "hessian_vector_product", "hutchinson_trace",
     "hutchpp_trace", "lanczos_top_eigenvalues", "lanczos_tridiagonal", "loss_slice_1d", "loss_slice_2d",
     "loss_variation", "model_config", "parameter_groups", "parameter_names", "plot_slice_1d", "plot_slice_2d",
-    "plot_spectral_density", "power_iteration", "run_landscape", "run_spectrum", "santurkar_measure",
+    "plot_slice_panels", "plot_spectral_density", "power_iteration", "run_landscape", "run_spectrum", "santurkar_measure",
     "spectral_density", "xtrace", "zsl_batches",
 ]

@@ -20,8 +20,10 @@ mode with the statistics of the classes passed in, never updating running statis
 
 Outputs in ``out``: ``landscape.json`` (config, environment, per model: trajectory,
 slice, summary; losses in nats, times in seconds, as its ``units`` say), ``trajectories.png``
-and ``slices.png``.  Nothing existing is
-overwritten unless ``overwrite=True``.
+and ``slices.png``, drawn in the style of the paper figures (:mod:`analysis.plot_style`:
+each model in its figure colour, units on every axis, the legend above the panels, the
+slices on one colour scale shared by the panels, a caption naming the data, the settings
+and the commit).  Nothing existing is overwritten unless ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -47,13 +49,22 @@ from landscape.hvp import HessianOperator
 from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Batch, Objective, zsl_batches
 from landscape.santurkar import santurkar_measure
-from landscape.slices import filter_normalized_direction, loss_slice_2d, plot_slice_2d
+from landscape.slices import filter_normalized_direction, loss_slice_2d, plot_slice_panels
 
-__all__ = ["MODEL_KINDS", "UNITS", "LandscapeRun", "TrajectoryProbe", "model_config", "run_landscape"]
+__all__ = ["MODEL_KINDS", "STYLE_NAMES", "TRAJECTORY_QUANTITIES", "UNITS", "LandscapeRun", "TrajectoryProbe",
+           "model_config", "run_landscape"]
 
 MODEL_KINDS = ("classifier", "mlp", "cn")
+# each kind's name in analysis.plot_style (colour, label), the names of the paper figures
+STYLE_NAMES = {"classifier": "classifier", "mlp": "zsl_mlp", "cn": "zsl_cn"}
 OUTPUT_FILES = ("landscape.json", "trajectories.png", "slices.png")
-_LABELS = {"classifier": "traditional classifier", "mlp": "ZSL MLP, no CN", "cn": "ZSL MLP + CN"}
+_LABELS = {"classifier": "traditional classifier", "mlp": "ZSL MLP (no CN)", "cn": "ZSL MLP + CN"}  # = plot_style's
+# probe record key -> (panel title, y label with its unit); the loss is in nats, theta dimensionless
+TRAJECTORY_QUANTITIES = {
+    "gradient_norm": ("gradient norm", "‖∇L‖ (nats per unit θ)"),
+    "top_eigenvalue": ("top Hessian eigenvalue", "λ_max(∇²L) (nats per unit θ²)"),
+    "effective_beta": ("effective β-smoothness", "β_eff (nats per unit θ²)"),
+}
 UNITS = {  # of landscape.json (analysis.io.write_json); curvatures are in loss units, not listed
     "models.*.summary.final_train_loss": "nats", "models.*.summary.train_seconds": "seconds",
     "models.*.trajectory[].loss": "nats", "models.*.trajectory[].loss_min": "nats",
@@ -168,35 +179,61 @@ def _summary(probe: TrajectoryProbe) -> dict[str, float]:
     }
 
 
-def _trajectory_figure(results: dict[str, dict[str, Any]], title: str):
-    from matplotlib.figure import Figure  # no pyplot: the process-wide backend is left alone
+def _trajectory_figure(results: dict[str, dict[str, Any]], caption: str, batch_size: int):
+    """Gradient norm, top eigenvalue and effective beta against the step, one line per model
+    in its plot_style colour; a log axis where a panel spans more than a decade; the legend
+    above the panels."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
-    keys = [("gradient_norm", "gradient norm ||g||"), ("top_eigenvalue", "top Hessian eigenvalue"),
-            ("effective_beta", "effective β-smoothness")]
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    axes = fig.subplots(1, 3)
-    for ax, (key, label) in zip(axes, keys):
+    from analysis.plot_style import add_caption, color, label, legend_outside, log_axis, new_figure
+
+    fig, axes = new_figure(1, len(TRAJECTORY_QUANTITIES), panel_width=3.3, panel_height=2.9)
+    for ax, (key, (title, ylabel)) in zip(axes[0], TRAJECTORY_QUANTITIES.items()):
+        values = []
         for kind, result in results.items():
             steps = [r["step"] for r in result["trajectory"]]
-            values = [r[key] for r in result["trajectory"]]
-            ax.plot(steps, values, marker="o", markersize=3, label=_LABELS[kind])
-        ax.set(xlabel="training step", ylabel=label, yscale="log")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend()
-    fig.suptitle(title)
+            series = [r[key] for r in result["trajectory"]]
+            ax.plot(steps, series, marker="o", markersize=3, color=color(STYLE_NAMES[kind]),
+                    label=label(STYLE_NAMES[kind]))
+            values.extend(series)
+        finite = np.asarray(values, dtype=float)
+        finite = finite[np.isfinite(finite) & (finite > 0)]
+        if finite.size and finite.max() / finite.min() > 10:
+            log_axis(ax, finite.min(), finite.max())
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        ax.set(title=title, xlabel=f"training step (batches of {batch_size})", ylabel=ylabel)
+    legend_outside(fig, axes[0, 0])
+    add_caption(fig, caption)
     return fig
 
 
-def _slice_figure(results: dict[str, dict[str, Any]], slices: dict[str, Any], title: str):
-    from matplotlib.figure import Figure  # no pyplot: the process-wide backend is left alone
+def _slice_figure(slices: dict[str, Any], caption: str):
+    """The final 2-D slices of the models on one shared log colour scale, one colour bar
+    (:func:`landscape.slices.plot_slice_panels`), titles in the models' colours."""
+    from analysis.plot_style import add_caption, label, new_figure, text_color
 
-    fig = Figure(figsize=(4.6 * len(results), 4), layout="constrained")
-    axes = fig.subplots(1, len(results), squeeze=False)
-    for ax, kind in zip(axes[0], results):
-        plot_slice_2d(slices[kind], ax, log=True)
-        ax.set_title(_LABELS[kind])
-    fig.suptitle(title)
+    fig, axes = new_figure(1, len(slices), panel_width=2.9, panel_height=2.9)
+    names = [STYLE_NAMES[kind] for kind in slices]
+    plot_slice_panels(list(slices.values()), axes[0], titles=[label(n) for n in names],
+                      title_colors=[text_color(n) for n in names])
+    add_caption(fig, caption)
     return fig
+
+
+def _captions(run: LandscapeRun, data: ZSLData, samples: int, commit: str | None) -> tuple[str, str]:
+    """The provenance captions of trajectories.png and slices.png: the data (real or
+    synthetic), the command's settings, the commit."""
+    from analysis.plot_style import provenance_caption
+
+    source = f"{data.name} ({data.source} data), {int(data.trainval.numel())} trainval samples"
+    command = f"cnzsl landscape: {run.epochs} epoch{'s' if run.epochs != 1 else ''}, seed {run.seed}"
+    probes = (f"probes every {run.probe_every} step{'s' if run.probe_every != 1 else ''} on the step's batch: Lanczos ≤ {run.lanczos_max_steps} steps "
+              f"(tol {run.lanczos_tol:g}), β over η = lr × {{{', '.join(f'{m:g}' for m in run.eta_multipliers)}}}")
+    grid = (f"loss on the first {samples} trainval samples, {run.slice_points}×{run.slice_points} grid in "
+            f"[-{run.slice_range:g}, {run.slice_range:g}]², filter-normalized directions (Li et al. 2018); ★ = θ*")
+    return (provenance_caption(source, command, probes, commit=commit),
+            provenance_caption(source, command, grid, commit=commit))
 
 
 def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
@@ -250,12 +287,13 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
                 "slice": {"alphas": grid.tolist(), "betas": grid.tolist(),
                           "losses": slices[kind].losses.tolist()},
             }
-        title = f"{data.name} ({data.source}), {run.epochs} epochs, seed {run.seed}"
-        payload = {"config": run, "data": data.summary(), "environment": environment_info(device),
+        environment = environment_info(device)
+        payload = {"config": run, "data": data.summary(), "environment": environment,
                    "etas": list(etas), "models": results}
         if report is not None:
             report(payload)
-        write_png(folder.stage("trajectories.png"), _trajectory_figure(results, title))
-        write_png(folder.stage("slices.png"), _slice_figure(results, slices, title))
+        trajectory_caption, slice_caption = _captions(run, data, kept, environment.get("git_commit"))
+        write_png(folder.stage("trajectories.png"), _trajectory_figure(results, trajectory_caption, config.batch_size))
+        write_png(folder.stage("slices.png"), _slice_figure(slices, slice_caption))
         write_json(folder.stage("landscape.json"), payload, units=UNITS)
     return payload

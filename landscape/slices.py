@@ -41,6 +41,7 @@ from landscape.objective import Batch, Objective
 
 if TYPE_CHECKING:  # matplotlib is imported only when drawing
     from matplotlib.axes import Axes
+    from matplotlib.colorbar import Colorbar
 
 __all__ = [
     "Slice1D",
@@ -50,6 +51,7 @@ __all__ = [
     "loss_slice_2d",
     "plot_slice_1d",
     "plot_slice_2d",
+    "plot_slice_panels",
 ]
 
 Direction = Sequence[Tensor] | Tensor  # shaped like the probed parameters, or flat [n]
@@ -295,6 +297,72 @@ def plot_slice_2d(
     ax.set_xlabel("alpha (direction 1)")
     ax.set_ylabel("beta (direction 2)")
     return ax
+
+
+SLICE_AXIS_LABELS = ("α, direction 1 (dimensionless)", "β, direction 2 (dimensionless)")  # filter-normalized
+
+
+def plot_slice_panels(
+    slices: Sequence[Slice2D], axes: Sequence[Axes], *, titles: Sequence[str] | None = None,
+    title_colors: Sequence[object] | None = None, levels: int = 25, unit: str = "nats",
+) -> Colorbar:
+    """Filled contours of several 2-D slices (one per axes) on **one** logarithmic colour
+    scale, so one colour is one loss in every panel, with one colour bar for all of them:
+
+        norm = LogNorm(min_p min f_p, max_p max f_p)      (analysis.plot_style.shared_norm)
+
+    ``levels`` contour levels geometrically spaced over ``[norm.vmin, norm.vmax]`` (white
+    lines every third level), the origin ``(0, 0)`` starred, equal aspect, both axes
+    labelled with their unit on every panel; the colour bar has a few round ticks
+    (:func:`analysis.plot_style.shared_colorbar`).  Used by ``cnzsl landscape`` and by the
+    paper figure :mod:`figures.loss_slices`.
+
+    Args:
+        slices: from :func:`loss_slice_2d`; at least 2 points along each axis, losses > 0.
+        axes: one per slice, in the same figure.
+        titles, title_colors: per panel (``None``: no title, default colour).
+        levels: number of filled contour levels.
+        unit: the loss unit, for the colour bar label.
+
+    Returns:
+        The colour bar (``bar.mappable.norm`` is the shared norm).
+
+    Raises:
+        ValueError: ``slices`` and ``axes`` (or ``titles``) of different lengths, no slice,
+            fewer than 2 points along an axis, or a non-positive loss.
+    """
+    from analysis.plot_style import shared_colorbar, shared_norm
+
+    slices, axes = list(slices), list(axes)
+    if not slices or len(slices) != len(axes) or (titles is not None and len(titles) != len(slices)):
+        raise ValueError(f"plot_slice_panels needs one axes (and title) per slice, got {len(slices)} slices, "
+                         f"{len(axes)} axes, {'no' if titles is None else len(titles)} titles")
+    for s in slices:
+        if s.alphas.numel() < 2 or s.betas.numel() < 2:
+            raise ValueError(f"a contour plot needs at least 2 points along each axis, got {s.alphas.numel()} "
+                             f"alphas and {s.betas.numel()} betas; use plot_slice_1d for a line")
+        if not bool((s.losses > 0).all()):
+            raise ValueError(f"the shared log colour scale needs positive losses, got a minimum of "
+                             f"{float(s.losses.min())!r}; plot such a slice alone with plot_slice_2d")
+    norm = shared_norm([s.losses.double().numpy() for s in slices], log=True)
+    steps = np.geomspace(norm.vmin, norm.vmax, levels)
+    filled = None
+    for k, (s, ax) in enumerate(zip(slices, axes)):
+        alphas, betas = s.alphas.numpy(), s.betas.numpy()
+        ia, ib = np.argsort(alphas, kind="stable"), np.argsort(betas, kind="stable")
+        z = s.losses.double().numpy()[np.ix_(ia, ib)].T  # [B, A]: contour wants rows along y (beta)
+        filled = ax.contourf(alphas[ia], betas[ib], z, levels=steps, norm=norm, cmap="viridis")
+        ax.contour(alphas[ia], betas[ib], z, levels=steps[::3], norm=norm, colors="white", linewidths=0.4,
+                   alpha=0.6, linestyles="solid")
+        ax.plot(0.0, 0.0, marker="*", markersize=11, color="white", markeredgecolor="black",
+                markeredgewidth=0.6, linestyle="none")
+        ax.set_aspect("equal")
+        ax.grid(False)
+        ax.set_xlabel(SLICE_AXIS_LABELS[0])
+        ax.set_ylabel(SLICE_AXIS_LABELS[1])
+        if titles is not None:
+            ax.set_title(titles[k], **({} if title_colors is None else {"color": title_colors[k]}))
+    return shared_colorbar(axes[0].figure, filled, axes, f"loss f(α, β) ({unit}, log scale)")
 
 
 # -- helpers ---------------------------------------------------------------------------

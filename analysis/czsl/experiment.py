@@ -6,7 +6,9 @@ mean and standard deviation over seeds of every metric of
 (``forgetting`` and ``forgetting_authors``, ``mUA`` and ``mUA_from_0``, ``mAUC`` and
 ``mAUC_from_0``), plus every seed's per-task evaluations, which are fractions in [0, 1]
 as :class:`analysis.czsl.metrics.TaskEvaluation` computes them) and ``czsl.png`` (seen and
-unseen accuracy after each task, mean over seeds, one line per method and CN setting).
+unseen accuracy after each task, mean over seeds, one line per method and CN setting, in the
+style of the paper figures: the model's colour of :mod:`analysis.plot_style`, the method's
+marker, the legend above the panels, a caption naming the data, settings and commit).
 The two scales meet in one file, so its ``units`` mapping names the unit of every metric
 (:func:`czsl_units`); the std of a single seed is ``null``.
 The printed table shows the metrics under the definitions of the protocol that ran
@@ -49,6 +51,11 @@ TABLE_DEFINITIONS = {
                "step, averaged over time",
 }
 OUTPUT_FILES = ("czsl.json", "czsl.png")
+_STYLE_MODEL = {True: "cn", False: "mlp"}  # CN setting -> the model's name in analysis.plot_style
+_METHOD_STYLE = {  # method -> (marker, line style) in czsl.png
+    "sequential": ("o", "-"), "ewc": ("s", "--"), "mas": ("^", ":"), "agem": ("D", "-."),
+    "multitask": ("v", (0, (5, 1, 1, 1))),
+}
 
 
 @dataclass(frozen=True)
@@ -122,25 +129,43 @@ def format_czsl_table(rows: list[dict[str, Any]], protocol: str = "toolkit") -> 
     return "\n".join([f"{protocol} protocol, its definitions: {TABLE_DEFINITIONS[protocol]}", *out])
 
 
-def _figure(rows: list[dict[str, Any]], title: str):
-    from matplotlib.figure import Figure  # no pyplot: the process-wide backend is left alone
+def _figure(rows: list[dict[str, Any]], caption: str):
+    """Seen and unseen accuracy (percent, mean over seeds) after each task, one line per
+    method and CN setting: the colour of the model in every figure (``cn``: MLP + CN,
+    ``mlp``: the plain MLP; :mod:`analysis.plot_style`), the method by marker and line
+    style; the legend above the panels, the provenance ``caption`` below."""
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(11, 3.8), layout="constrained")
-    axes = fig.subplots(1, 2, sharex=True)
+    from analysis.plot_style import add_caption, color, label, legend_outside, new_figure
+
+    fig, axes = new_figure(1, 2, panel_width=3.8, panel_height=3.0, sharex=True)
     for r in rows:
-        per_seed = r["per_seed"]
-        steps = range(1, len(per_seed[0]["evaluations"]) + 1)
-        for ax, key in zip(axes, ("seen_accuracy", "unseen_accuracy")):
+        per_seed, model = r["per_seed"], _STYLE_MODEL[r["cn"]]
+        steps = list(range(1, len(per_seed[0]["evaluations"]) + 1))
+        marker, linestyle = _METHOD_STYLE.get(r["method"], ("o", "-"))
+        for ax, key in zip(axes[0], ("seen_accuracy", "unseen_accuracy")):
             curve = [statistics.fmean(100 * s["evaluations"][t - 1][key] for s in per_seed) for t in steps]
-            ax.plot(list(steps), curve, marker="o", markersize=3,
-                    linestyle="-" if r["cn"] else "--", label=f"{r['method']}{' + CN' if r['cn'] else ''}")
-    axes[0].set(xlabel="tasks learned t", ylabel="seen accuracy (%)", title="seen classes (tasks 1..t)")
-    axes[1].set(xlabel="tasks learned t", ylabel="unseen accuracy (%)", title="unseen classes (tasks t+1..T)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, ncol=2)
-    fig.suptitle(title)
+            ax.plot(steps, curve, marker=marker, markersize=4, linestyle=linestyle, color=color(model),
+                    label=f"{r['method']}, {label(model)}")
+    titles = ("seen classes (tasks 1..t)", "unseen classes (tasks t+1..T)")
+    for ax, title, what in zip(axes[0], titles, ("seen", "unseen")):
+        ax.set(xlabel="tasks learned, t (tasks)", ylabel=f"{what} accuracy (%)", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    methods = len({r["method"] for r in rows})
+    legend_outside(fig, axes[0, 0], ncols=min(methods, 5) if methods > 1 else len(rows))
+    add_caption(fig, caption)
     return fig
+
+
+def _caption(exp: CZSLExperiment, data: Any, num_tasks: int, commit: str | None) -> str:
+    """czsl.png's provenance: the data (real or synthetic), the command's settings, the seeds, the commit."""
+    from analysis.plot_style import provenance_caption
+
+    seeds = (f"mean over seeds {','.join(map(str, exp.seeds))}" if len(exp.seeds) > 1 else f"seed {exp.seeds[0]}")
+    return provenance_caption(
+        f"{data.name} ({data.source} data)",
+        f"cnzsl czsl, {exp.protocol} protocol: {num_tasks} tasks, {exp.epochs_per_task} epochs per task, "
+        f"batch {exp.batch_size}", seeds, commit=commit)
 
 
 def run_czsl_experiment(exp: CZSLExperiment,
@@ -176,11 +201,11 @@ def run_czsl_experiment(exp: CZSLExperiment,
                 row[metric] = _mean_std([s["summary"][metric] for s in per_seed])
             rows.append({**row, "per_seed": per_seed})
         num_tasks = len(rows[0]["per_seed"][0]["evaluations"])  # one evaluation per task learned
-        title = f"{data.name} ({data.source}), {num_tasks} tasks, seeds {','.join(map(str, exp.seeds))}"
+        environment = environment_info(exp.device)
         payload = {"config": exp, "data": data.summary(), "methods_config": methods_config,
-                   "environment": environment_info(exp.device), "rows": rows}
+                   "environment": environment, "rows": rows}
         if report is not None:
             report(payload)
-        write_png(folder.stage("czsl.png"), _figure(rows, title))
+        write_png(folder.stage("czsl.png"), _figure(rows, _caption(exp, data, num_tasks, environment.get("git_commit"))))
         write_json(folder.stage("czsl.json"), payload, units=czsl_units())
     return payload
