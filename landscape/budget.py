@@ -6,7 +6,7 @@ it ``P = ceil(S / probe_every)`` times along training (a Santurkar measurement a
 Lanczos run of at most ``L = lanczos_max_steps`` Hessian-vector products, stopped at
 ``lanczos_tol``) and evaluates ``K = slice_points^2`` slice points.
 :func:`measure_unit_costs` times each kind of work once on the actual model and data (a
-throwaway copy of the model, four training steps, one probe), :func:`work_counts` turns the
+throwaway copy of the model, six training steps, one probe), :func:`work_counts` turns the
 budget into counts, :func:`expected_seconds` multiplies, and :func:`expected_time_line` is
 the line the command prints before the long work starts.
 
@@ -20,6 +20,7 @@ line) always wins over either.
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -46,8 +47,8 @@ DEFAULT_BUDGET: dict[str, int] = {"epochs": 2, "probe_every": 25, "lanczos_max_s
 FAST_BUDGET: dict[str, int] = {"epochs": 1, "probe_every": 30, "lanczos_max_steps": 12, "slice_points": 5,
                                "slice_samples": 512}
 
-_CALIBRATION_STEPS = 2  # training steps timed (after two warm-up steps)
-_CALIBRATION_POINTS = 2  # slice points timed
+_CALIBRATION_STEPS = 4  # training steps timed (after two warm-up steps); their median is t_step
+_CALIBRATION_POINTS = 3  # slice points timed; their median is t_point
 
 
 @dataclass(frozen=True)
@@ -160,14 +161,14 @@ def measure_unit_costs(
 ) -> tuple[UnitCosts, int]:
     """Time each unit of :class:`UnitCosts` once on a copy of ``model`` (``model`` is untouched).
 
-    A training run of the recipe ``config`` on the copy is stopped after its fourth step:
-    ``t_step`` is the mean of steps 2 and 3 (0-based; steps 0 and 1 warm up).  On step 3's
+    A training run of the recipe ``config`` on the copy is stopped after its sixth step:
+    ``t_step`` is the median of steps 2-5 (0-based; steps 0 and 1 warm up).  On step 5's
     batch and parameters, one trajectory probe as :class:`~landscape.comparison.TrajectoryProbe`
     makes it: ``t_probe`` is :func:`santurkar_measure` with ``etas`` plus the
     :class:`HessianOperator` set-up, ``t_hvp`` the top-eigenvalue Lanczos run (``lanczos_tol``,
-    at most ``lanczos_max_steps`` steps) over its products; ``t_point`` is the mean of 2
-    slice points on ``slice_batches``.  Each is one sample of a noisy clock: under a
-    changing load the estimate moves with it.
+    at most ``lanczos_max_steps`` steps) over its products; ``t_point`` is the median of 3
+    slice points on ``slice_batches``.  The medians shrug off a single preempted sample;
+    under a changing load the estimate still moves with it.
 
     Args:
         timer: the clock (seconds); tests pass a fake one.
@@ -201,18 +202,18 @@ def measure_unit_costs(
                                       max_steps=min(lanczos_max_steps, objective.num_parameters),
                                       generator=torch.Generator().manual_seed(0),
                                       dtype=objective.dtype, device=objective.device)
-        lanczos = clock()
+        points = [clock()]
         zero = torch.zeros(objective.num_parameters, dtype=objective.dtype, device=objective.device)
         loss_slice_2d(objective, slice_batches, zero, zero, torch.zeros(_CALIBRATION_POINTS), torch.zeros(1),
-                      params=theta)
-        found.update(probe=probed - start, hvp=(lanczos - probed) / top.num_matvecs,
-                     slice_point=(clock() - lanczos) / _CALIBRATION_POINTS)
+                      params=theta, on_point=lambda: points.append(clock()))
+        found.update(probe=probed - start, hvp=(points[0] - probed) / top.num_matvecs,
+                     slice_point=statistics.median(b - a for a, b in zip(points, points[1:])))
         lanczos_steps.append(int(top.num_matvecs))
         raise _Stop
 
-    try:  # enough epochs for four steps even when an epoch is one step
+    try:  # enough epochs for all the steps even when an epoch is one step
         train(probe_copy, data, replace(config, epochs=2 + _CALIBRATION_STEPS, progress=False), on_step=on_step)
     except _Stop:
         pass
-    step = (marks[-1] - marks[0]) / _CALIBRATION_STEPS
+    step = statistics.median(b - a for a, b in zip(marks, marks[1:]))
     return UnitCosts(step=step, **found), lanczos_steps[0]

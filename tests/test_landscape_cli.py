@@ -174,7 +174,7 @@ def test_format_duration(seconds, text):
 
 
 def test_unit_costs_are_measured_on_a_copy_with_the_given_clock(tiny_data):
-    """A clock that advances one second per reading: each unit is 1 s over its count."""
+    """A clock that advances one second per reading: every timed interval is 1 s, the products share theirs."""
     ticks = iter(range(1000))
     model = build_model(model_config("cn", tiny_data), 1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -182,6 +182,6 @@ def test_unit_costs_are_measured_on_a_copy_with_the_given_clock(tiny_data):
     costs, lanczos_steps = measure_unit_costs(model, tiny_data, TrainConfig(epochs=1, device="cpu", progress=False),
                                               slices, (1e-4, 1e-3), lanczos_max_steps=5,
                                               timer=lambda: float(next(ticks)))
-    assert costs.step == 1.0 and costs.probe == 1.0 and costs.slice_point == 0.5
+    assert costs.step == 1.0 and costs.probe == 1.0 and costs.slice_point == 1.0
     assert 1 <= lanczos_steps <= 5 and costs.hvp == 1.0 / lanczos_steps
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
