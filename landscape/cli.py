@@ -140,10 +140,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a traditional classifier, the ZSL MLP without CN and with CN on the same data; "
         "record gradient norm, top Hessian eigenvalue and effective beta-smoothness along training and "
         "final 2-D loss slices; write DIR/landscape.json and PNG plots.\n\n"
-        "Budget: the default takes 1-2 minutes for AWA2 on two CPU cores (until 2026-11-29 it was "
-        "5 epochs and 21 slice points per axis: about 3.3 min); --fast is a smoke run of well under a "
-        "minute. An option given explicitly always wins over --fast. Before training, the command "
-        "measures one step of each kind of work on the actual models and data and prints the expected time.",
+        "Budget: the default (below) takes about one CPU-minute for AWA2, 1.5 min on a 2-core VM loaded by "
+        "other jobs; until 2026-11-29 the default was 5 epochs and 21 slice points per axis (3.3 min there). "
+        "--fast is a smoke run (half a CPU-minute, 48 s there). An option given explicitly always wins over "
+        "--fast. Before training, the command times each kind of work once on the actual models and data and "
+        "prints the expected time.",
         epilog=examples("cnzsl landscape --dataset AWA2 --out runs/landscape",
                         "cnzsl landscape --fast --epochs 2 --out runs/landscape-smoke",
                         "cnzsl landscape --models mlp,cn --probe-every 50 --device cuda --out runs/landscape-gpu"),
