@@ -197,8 +197,9 @@ def run(capsys, command: Command, out: Path, *extra: str) -> tuple[int, str, str
 
 
 def one_line(err: str) -> str:
-    """The one line a failure prints (progress notes before it aside: variance's data sets)."""
-    lines = [line for line in err.splitlines() if line.startswith("cnzsl")]
+    """The one line a failure prints (progress notes before it aside: variance's data sets,
+    landscape's expected time, "cnzsl landscape: about ...")."""
+    lines = [line for line in err.splitlines() if line.startswith("cnzsl:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -269,7 +270,7 @@ def test_full_disk_read_only_signal_lock_and_rerun(name, tmp_path, tiny, capsys,
     # (3) the rerun into the same folder, without --overwrite
     monkeypatch.setattr(analysis.io, "os", os)
     status, stdout, err = run(capsys, command, out)
-    assert status == 0 and not [line for line in err.splitlines() if line.startswith("cnzsl")], err
+    assert status == 0 and not [line for line in err.splitlines() if line.startswith("cnzsl:")], err
     printed_results(name, stdout)
     first = check_folder(out, command)
     assert has_marker(out, command) and sorted(first) == sorted(command.files)
