@@ -11,7 +11,8 @@ How the faults are made:
   file system; an unwritable ``--out`` is the lock file's creation refused the same way.
 * **Signals**: ``signal.raise_signal`` at the Nth write delivers a real SIGINT or SIGTERM
   to this process while :func:`analysis.cli.main` runs; subprocesses (``DRIVER``) get them
-  from outside while they wait at a write, and race each other for one folder.
+  from outside while they wait at a write (landscape and probe: inside their computation),
+  and race each other for one folder.
 
 Every command runs on ``tests/conftest.py``'s tiny data set, and matplotlib's ``savefig``
 writes a stub instead of drawing (the bytes still go through the atomic writer): the
@@ -93,7 +94,7 @@ COMMANDS = {
                      last_file="probe.pdf", signal_at=2),
 }
 SIGNALS = {"train": signal.SIGINT, "czsl": signal.SIGTERM, "landscape": signal.SIGINT, "variance": signal.SIGTERM,
-           "figures": signal.SIGINT, "probe": signal.SIGTERM}  # the other one of each: the subprocess tests
+           "figures": signal.SIGINT, "probe": signal.SIGTERM}  # the other one (landscape, probe: both): subprocesses
 STATUS = {signal.SIGINT: (130, "Ctrl-C"), signal.SIGTERM: (143, "SIGTERM")}
 NOTHING = "nothing was written {where} (a run's files appear there only when it finishes; the same command reruns it)"
 PRINTED = "; the results printed above are this run's results"
@@ -419,7 +420,7 @@ def test_a_redrawn_figure_never_stands_beside_its_old_entry(tmp_path, tiny, caps
 
 # --------------------------------------------------------------------------- subprocesses
 DRIVER = """
-import os, sys, time
+import importlib, os, sys, time
 import analysis.experiment, analysis.czsl.experiment, analysis.io, figures.context, figures.probe
 import landscape.comparison, variance.cli
 from matplotlib.figure import Figure
@@ -433,10 +434,17 @@ for module in (analysis.experiment, analysis.czsl.experiment, figures.context, f
 variance.cli._load = lambda *args, **kwargs: tiny
 variance.cli.training_rows = lambda **kwargs: []
 Figure.savefig = lambda self, f, format="png", **kwargs: f.write(b"stub")
-gate, at, start = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+gate, at, start = sys.argv[1], sys.argv[2], sys.argv[3]
 
 
-class Gated:  # the at-th atomic write waits, the lock held, until the file `gate` exists
+def wait_at_gate():  # the lock held, until the file `gate` exists
+    open(gate + ".waiting", "w").close()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+class Gated:  # the at-th atomic write waits at the gate
     calls = 0
 
     def __getattr__(self, name):
@@ -444,15 +452,28 @@ class Gated:  # the at-th atomic write waits, the lock held, until the file `gat
 
     def fdopen(self, fd, mode="r"):
         Gated.calls += 1
-        if Gated.calls == at:
-            open(gate + ".waiting", "w").close()
-            deadline = time.monotonic() + 60
-            while not os.path.exists(gate) and time.monotonic() < deadline:
-                time.sleep(0.02)
+        if str(Gated.calls) == at:
+            wait_at_gate()
         return os.fdopen(fd, mode)
 
 
-analysis.io.os = Gated()
+def gated(function):  # its first call waits at the gate
+    calls = []
+
+    def first_call_waits(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            wait_at_gate()
+        return function(*args, **kwargs)
+    return first_call_waits
+
+
+if ":" in at:  # MODULE:FUNCTION, a point inside a command's long phase
+    module, function = at.split(":")
+    module = importlib.import_module(module)
+    setattr(module, function, gated(getattr(module, function)))
+else:
+    analysis.io.os = Gated()
 deadline = time.monotonic() + 60
 while start and not os.path.exists(start) and time.monotonic() < deadline:  # imported: wait for the go
     time.sleep(0.02)
@@ -460,10 +481,11 @@ sys.exit(main(sys.argv[4:]))
 """
 
 
-def start(tmp_path: Path, name: str, out: Path, at: int, gate: str = "gate", go: str = "") -> subprocess.Popen:
+def start(tmp_path: Path, name: str, out: Path, at: int | str, gate: str = "gate", go: str = "") -> subprocess.Popen:
     """``cnzsl NAME`` in a subprocess (``DRIVER``, the ``tiny`` fixture's stand-ins) that waits
-    at its ``at``-th write until ``tmp_path/gate`` exists (after creating ``gate.waiting``)
-    and, with ``go``, waits before starting until ``tmp_path/go`` exists."""
+    at its ``at``-th write (or, ``at="MODULE:FUNCTION"``, at that function's first call) until
+    ``tmp_path/gate`` exists (after creating ``gate.waiting``) and, with ``go``, waits before
+    starting until ``tmp_path/go`` exists."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-c", DRIVER, str(tmp_path / gate), str(at), str(tmp_path / go) if go else "",
@@ -472,7 +494,7 @@ def start(tmp_path: Path, name: str, out: Path, at: int, gate: str = "gate", go:
 
 
 def wait_for(path: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # generous: start-ups overlap on two busy cores
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run never reached its write"
@@ -497,11 +519,31 @@ def test_two_processes_into_one_folder_exactly_one_succeeds(tmp_path, tiny, caps
     assert status == 2 and "already holds results.json" in one_line(err)
 
 
+def check_stopped_then_rerun(capsys, name: str, proc: subprocess.Popen, out: Path, sig: int,
+                             printed: bool = True) -> None:
+    """``proc`` (``cnzsl NAME --out out``, sent ``sig``) ended with the signal's status and
+    one line, no traceback, nothing left in ``out``; then the same command reruns there.
+    ``printed``: the command had printed its results before the signal."""
+    command = COMMANDS[name]
+    _, err = proc.communicate(timeout=300)
+    code, label = STATUS[sig]
+    assert proc.returncode == code, (name, err)
+    if name == "figures":
+        expected = f"no figure was written to {out}; not written: {FIGURE}; make them with --only {FIGURE}"
+    else:
+        expected = NOTHING.format(where=f"to {out}") + (PRINTED if printed else "")
+    assert one_line(err) == f"cnzsl: interrupted ({label}); {expected}", name
+    assert check_folder(out, command) == {} and not has_marker(out, command)
+    status, _, err = run(capsys, command, out)
+    assert status == 0, (name, err)
+    assert sorted(check_folder(out, command)) == sorted(command.files)  # and no staging folder left
+
+
 def test_a_signal_from_outside_mid_run_writes_nothing_and_the_rerun_works(tmp_path, tiny, capsys):
     """train, czsl, variance and figures in subprocesses, all at once (their start-ups
     overlap), each sent the signal its in-process test does not raise while it waits at a
-    write with its lock held; then the rerun into the same folder.  (landscape and probe get
-    their real signal in-process only: two more interpreters cost about 10 s on two busy cores.)"""
+    write with its lock held; then the rerun into the same folder.  (landscape and probe:
+    both signals, in their long phase, in the next test.)"""
     outside = {name: signal.SIGTERM if sig == signal.SIGINT else signal.SIGINT for name, sig in SIGNALS.items()
                if name in ("train", "czsl", "variance", "figures")}
     procs = {}
@@ -511,20 +553,32 @@ def test_a_signal_from_outside_mid_run_writes_nothing_and_the_rerun_works(tmp_pa
     for name, proc in procs.items():
         wait_for(tmp_path / name / "gate.waiting", proc)
         proc.send_signal(outside[name])
-    for name, proc in procs.items():
-        command, out = COMMANDS[name], tmp_path / name / "out"
-        _, err = proc.communicate(timeout=120)
-        code, label = STATUS[outside[name]]
-        assert proc.returncode == code, (name, err)
-        if name == "figures":
-            expected = f"no figure was written to {out}; not written: {FIGURE}; make them with --only {FIGURE}"
-        else:
-            expected = NOTHING.format(where=f"to {out}") + PRINTED  # every command prints before writing
-        assert one_line(err) == f"cnzsl: interrupted ({label}); {expected}", name
-        assert check_folder(out, command) == {} and not has_marker(out, command)
-        status, _, err = run(capsys, command, out)
-        assert status == 0, (name, err)
-        assert sorted(check_folder(out, command)) == sorted(command.files)
+    for name, proc in procs.items():  # every command prints before writing
+        check_stopped_then_rerun(capsys, name, proc, tmp_path / name / "out", outside[name])
+
+
+LONG_PHASE = {"landscape": "landscape.comparison:loss_slice_2d", "probe": "figures.probe_battery:loss_slice_2d"}
+
+
+@pytest.mark.parametrize("name", list(LONG_PHASE))
+def test_sigint_and_sigterm_from_outside_in_the_long_phase_write_nothing_and_the_rerun_works(name, tmp_path, tiny,
+                                                                                           capsys):
+    """landscape and probe, each in two subprocesses at once, stopped from outside while they
+    compute (at the first loss slice: the models trained and their trajectories probed,
+    nothing printed or written yet), one with SIGINT, one with SIGTERM; then the rerun."""
+    procs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        folder = tmp_path / sig.name
+        folder.mkdir()
+        procs[sig] = start(folder, name, folder / "out", at=LONG_PHASE[name])
+    for sig, proc in procs.items():
+        wait_for(tmp_path / sig.name / "gate.waiting", proc)
+        out = tmp_path / sig.name / "out"  # mid-run: the lock held, the staging folder there, no file published
+        assert (out / LOCK_NAME).exists() and len(list(out.glob(f"{STAGING_PREFIX}*"))) == 1
+        assert snapshot(out, COMMANDS[name]) == {}
+        proc.send_signal(sig)
+    for sig, proc in procs.items():
+        check_stopped_then_rerun(capsys, name, proc, tmp_path / sig.name / "out", sig, printed=False)
 
 
 # ------------------------------------------------------------------------- corrupted .pt
