@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,15 +42,17 @@ import torch
 from matplotlib.figure import Figure
 
 import analysis.czsl.experiment as czsl_experiment
+import analysis.cli
 import analysis.experiment as train_experiment
 import analysis.io
 import analysis.output_folder
 import figures.context
 import figures.probe
+import figures.registry
 import landscape.comparison
 import variance.cli
 from analysis.checkpoint import load_checkpoint
-from analysis.cli import main
+from analysis.cli import Terminated, main
 from analysis.output_folder import LOCK_NAME, STAGING_PREFIX, OutputFolder
 from tests.conftest import REPO
 
@@ -125,11 +128,19 @@ class OsWith:
     """The ``os`` module with some functions replaced (``OsWith(replace=fn)``): monkeypatched
     into a module to make one of its file operations fail or signal."""
 
+    module = os
+
     def __init__(self, **replacements):
         self._replacements = replacements
 
     def __getattr__(self, name):
-        return self._replacements[name] if name in self._replacements else getattr(os, name)
+        return self._replacements[name] if name in self._replacements else getattr(self.module, name)
+
+
+class ShutilWith(OsWith):
+    """The ``shutil`` module with some functions replaced, as :class:`OsWith`."""
+
+    module = shutil
 
 
 class FaultyDisk(OsWith):
@@ -349,6 +360,100 @@ def test_a_signal_during_the_publish_waits_for_it_and_says_the_folder_is_complet
     status, _, err = run(capsys, command, out)
     assert status == 130
     assert one_line(err) == f"cnzsl: interrupted (Ctrl-C) as the run finished: {out} holds all of its files"
+    assert has_marker(out, command) and sorted(check_folder(out, command)) == sorted(command.files)
+
+
+class SecondSignal:
+    """Replacements that deliver ``sig`` once, inside the cleanup step they stand for, before
+    doing the step; ``done`` lists the steps that ran to their end."""
+
+    def __init__(self, sig: int) -> None:
+        self.sig, self.sent, self.done = sig, False, []
+
+    def _once(self) -> None:
+        if not self.sent:
+            self.sent = True
+            signal.raise_signal(self.sig)
+
+    def rmtree(self, path, *args, **kwargs):  # the staging folder's removal
+        if Path(path).name.startswith(STAGING_PREFIX):
+            self._once()
+        shutil.rmtree(path, *args, **kwargs)
+        self.done.append("rmtree")
+
+    def close(self, fd):  # the lock's release (the only os.close of analysis.output_folder)
+        self._once()
+        os.close(fd)
+        self.done.append("close")
+
+    def print(self, *args, **kwargs):  # the last line (not the results printed before it)
+        if args and str(args[0]).lstrip().startswith("cnzsl:"):
+            self._once()
+            print(*args, **kwargs)
+            self.done.append("print")
+        else:
+            print(*args, **kwargs)
+
+
+def run_to_its_end(capsys, command: Command, out: Path) -> tuple[int, str, str]:
+    """:func:`run`, with an interrupt that escapes :func:`main` (a traceback) failing the test
+    instead of stopping pytest."""
+    try:
+        return run(capsys, command, out)
+    except (KeyboardInterrupt, Terminated) as escaped:
+        pytest.fail(f"{escaped!r} escaped main(): a traceback instead of the one line")
+
+
+@pytest.mark.parametrize(("name", "at"), [("train", "staging folder"), ("train", "lock"), ("train", "last line"),
+                                          ("czsl", "staging folder"), ("figures", "staging folder"),
+                                          ("figures", "lock")])
+def test_a_second_ctrl_c_during_the_cleanup_waits_for_it_and_the_line_says_so(name, at, tmp_path, tiny, capsys,
+                                                                           monkeypatch):
+    """The first signal inside a write, a second Ctrl-C inside the cleanup that follows it:
+    it used to leave the staging folder (and the folder the run created) or the lock file
+    behind, and inside the last line's print to end with a traceback.  Now the cleanup runs
+    to its end, the status and the line are the first signal's, one line above says so."""
+    command, out = COMMANDS[name], tmp_path / "out"
+    first = SIGNALS[name]  # SIGTERM for czsl: the status stays the first signal's
+    monkeypatch.setattr(analysis.io, "os", FaultyDisk(command.signal_at, sig=first))
+    second = SecondSignal(signal.SIGINT)
+    if at == "staging folder":
+        module = figures.registry if name == "figures" else analysis.output_folder
+        monkeypatch.setattr(module, "shutil", ShutilWith(rmtree=second.rmtree))
+    elif at == "lock":
+        monkeypatch.setattr(analysis.output_folder, "os", OsWith(close=second.close))
+    else:
+        monkeypatch.setattr(analysis.cli, "print", second.print, raising=False)
+    status, _, err = run_to_its_end(capsys, command, out)
+    assert second.sent and second.done == [{"staging folder": "rmtree", "lock": "close", "last line": "print"}[at]]
+    code, label = STATUS[first]
+    tail = (f"no figure was written to {out}; not written: {FIGURE}; make them with --only {FIGURE}"
+            if name == "figures" else NOTHING.format(where=f"to {out}") + PRINTED)
+    lines = [line for line in err.splitlines() if line.startswith("cnzsl")]
+    note = [] if at == "last line" else [
+        "cnzsl: interrupted again (Ctrl-C) while cleaning up; the cleanup ran to its end"]
+    assert status == code and "Traceback" not in err
+    assert lines == [*note, f"cnzsl: interrupted ({label}); {tail}"]
+    assert check_folder(out, command) == {} and not has_marker(out, command)  # no staging folder, no lock file
+    assert name == "figures" or not out.exists()  # the folder the run created, removed (figures: its cache stays)
+    monkeypatch.setattr(analysis.io, "os", os)  # the rerun, without faults
+    monkeypatch.setattr(analysis.output_folder, "os", os)
+    monkeypatch.setattr(analysis.output_folder, "shutil", shutil)
+    monkeypatch.setattr(figures.registry, "shutil", shutil)
+    monkeypatch.delattr(analysis.cli, "print", raising=False)
+    assert run(capsys, command, out)[0] == 0
+
+
+def test_a_signal_during_the_cleanup_after_the_publish_says_the_folder_is_complete(tmp_path, tiny, capsys,
+                                                                                  monkeypatch):
+    """The files are in place when the staging folder is removed: the signal held back meanwhile
+    is answered once the cleanup ended, as one held back during the moves."""
+    command, out = COMMANDS["train"], tmp_path / "out"
+    second = SecondSignal(signal.SIGTERM)
+    monkeypatch.setattr(analysis.output_folder, "shutil", ShutilWith(rmtree=second.rmtree))
+    status, _, err = run_to_its_end(capsys, command, out)
+    assert second.done == ["rmtree"] and status == 143
+    assert one_line(err) == f"cnzsl: interrupted (SIGTERM) as the run finished: {out} holds all of its files"
     assert has_marker(out, command) and sorted(check_folder(out, command)) == sorted(command.files)
 
 
