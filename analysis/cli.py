@@ -301,14 +301,22 @@ def main(argv: list[str] | None = None) -> int:
     printed is held back (:mod:`analysis.interrupts`): the status and the line stay the first
     signal's, one line above them notes the second.  Anything else is a bug and keeps its
     traceback.
+
+    Without ``argv`` (the ``cnzsl`` console script, ``python -m analysis``) the command is the
+    process's: once its status is decided, SIGINT and SIGTERM are ignored until the process
+    exits, so that a second Ctrl-C cannot interrupt the interpreter's exit hooks (torch's,
+    multiprocessing's) with a traceback after the line.
     """
     args = build_parser().parse_args(argv)
     args.outcome = Outcome()
     in_main_thread = threading.current_thread() is threading.main_thread()
+    owns_process = argv is None and in_main_thread
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.handler(args)
     except BaseException as err:
+        if owns_process:
+            _ignore_signals()
         with signals_held(err):  # a second Ctrl-C cannot replace the last line by a traceback
             ending = _ending(err, args)
             if ending is None:
@@ -319,6 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if owns_process:
+            _ignore_signals()
+
+
+def _ignore_signals() -> None:
+    """SIGINT and SIGTERM ignored from now on (the process's command has its status)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _ending(err: BaseException, args: argparse.Namespace) -> tuple[int, str] | None:

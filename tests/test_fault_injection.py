@@ -525,7 +525,7 @@ def test_a_redrawn_figure_never_stands_beside_its_old_entry(tmp_path, tiny, caps
 
 # --------------------------------------------------------------------------- subprocesses
 DRIVER = """
-import importlib, os, sys, time
+import atexit, importlib, os, signal, sys, time
 import analysis.experiment, analysis.czsl.experiment, analysis.io, figures.context, figures.probe
 import landscape.comparison, variance.cli
 from matplotlib.figure import Figure
@@ -579,20 +579,32 @@ if ":" in at:  # MODULE:FUNCTION, a point inside a command's long phase
     setattr(module, function, gated(getattr(module, function)))
 else:
     analysis.io.os = Gated()
+
+
+def ctrl_c_at_exit():  # the first of the exit hooks (torch's, multiprocessing's: registered before)
+    signal.raise_signal(signal.SIGINT)
+    open(gate + ".exited", "w").close()
+
+
+if os.environ.get("DRIVER_CTRL_C_AT_EXIT"):
+    atexit.register(ctrl_c_at_exit)
 deadline = time.monotonic() + 60
 while start and not os.path.exists(start) and time.monotonic() < deadline:  # imported: wait for the go
     time.sleep(0.02)
-sys.exit(main(sys.argv[4:]))
+sys.argv[1:] = sys.argv[4:]  # main() reads them there, as the cnzsl console script's does
+sys.exit(main())
 """
 
 
-def start(tmp_path: Path, name: str, out: Path, at: int | str, gate: str = "gate", go: str = "") -> subprocess.Popen:
+def start(tmp_path: Path, name: str, out: Path, at: int | str, gate: str = "gate", go: str = "",
+          ctrl_c_at_exit: bool = False) -> subprocess.Popen:
     """``cnzsl NAME`` in a subprocess (``DRIVER``, the ``tiny`` fixture's stand-ins) that waits
     at its ``at``-th write (or, ``at="MODULE:FUNCTION"``, at that function's first call) until
     ``tmp_path/gate`` exists (after creating ``gate.waiting``) and, with ``go``, waits before
-    starting until ``tmp_path/go`` exists."""
+    starting until ``tmp_path/go`` exists.  ``ctrl_c_at_exit``: a SIGINT arrives in the
+    interpreter's exit hooks, after ``main()`` returned (``gate.exited`` once the hook ran)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", **({"DRIVER_CTRL_C_AT_EXIT": "1"} if ctrl_c_at_exit else {})}
     argv = [sys.executable, "-c", DRIVER, str(tmp_path / gate), str(at), str(tmp_path / go) if go else "",
             *COMMANDS[name].argv, "--out", str(out)]
     return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -684,6 +696,19 @@ def test_sigint_and_sigterm_from_outside_in_the_long_phase_write_nothing_and_the
         proc.send_signal(sig)
     for sig, proc in procs.items():
         check_stopped_then_rerun(capsys, name, proc, tmp_path / sig.name / "out", sig, printed=False)
+
+
+def test_a_second_ctrl_c_while_the_process_exits_is_no_traceback(tmp_path, tiny, capsys):
+    """After the line, the interpreter's exit runs torch's and multiprocessing's exit hooks;
+    a second Ctrl-C there used to print "Exception ignored in atexit callback" and a traceback
+    (or, later in the exit, kill the process by SIGINT).  The command's status is decided
+    then: the process ignores both signals from there on."""
+    command, out = COMMANDS["train"], tmp_path / "out"
+    proc = start(tmp_path, "train", out, at=command.signal_at, ctrl_c_at_exit=True)
+    wait_for(tmp_path / "gate.waiting", proc)
+    proc.send_signal(signal.SIGTERM)
+    check_stopped_then_rerun(capsys, "train", proc, out, signal.SIGTERM)  # 143, the one line, no traceback
+    assert (tmp_path / "gate.exited").exists()  # the exit hooks ran to their end
 
 
 # ------------------------------------------------------------------------- corrupted .pt
