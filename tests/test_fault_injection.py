@@ -386,6 +386,19 @@ class SecondSignal:
         os.close(fd)
         self.done.append("close")
 
+    def path(self) -> type:  # analysis.io's Path, whose unlink removes a write's temporary file
+        second = self
+
+        class PathWith(type(Path())):
+            def unlink(self, missing_ok=False):
+                if not self.name.endswith(".tmp"):  # the lock file: check_output_folder made out a PathWith
+                    return super().unlink(missing_ok=missing_ok)
+                second._once()
+                super().unlink(missing_ok=missing_ok)
+                second.done.append("unlink")
+
+        return PathWith
+
     def print(self, *args, **kwargs):  # the last line (not the results printed before it)
         if args and str(args[0]).lstrip().startswith("cnzsl:"):
             self._once()
@@ -405,14 +418,16 @@ def run_to_its_end(capsys, command: Command, out: Path) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize(("name", "at"), [("train", "staging folder"), ("train", "lock"), ("train", "last line"),
-                                          ("czsl", "staging folder"), ("figures", "staging folder"),
-                                          ("figures", "lock")])
+                                          ("czsl", "staging folder"), ("czsl", "unwinding"),
+                                          ("figures", "staging folder"), ("figures", "lock")])
 def test_a_second_ctrl_c_during_the_cleanup_waits_for_it_and_the_line_says_so(name, at, tmp_path, tiny, capsys,
                                                                            monkeypatch):
     """The first signal inside a write, a second Ctrl-C inside the cleanup that follows it:
     it used to leave the staging folder (and the folder the run created) or the lock file
     behind, and inside the last line's print to end with a traceback.  Now the cleanup runs
-    to its end, the status and the line are the first signal's, one line above says so."""
+    to its end, the status and the line are the first signal's, one line above says so.
+    ("unwinding": the second arrives before the cleanup, as the write removes its temporary
+    file; it is not held there, but the first signal still names the ending.)"""
     command, out = COMMANDS[name], tmp_path / "out"
     first = SIGNALS[name]  # SIGTERM for czsl: the status stays the first signal's
     monkeypatch.setattr(analysis.io, "os", FaultyDisk(command.signal_at, sig=first))
@@ -422,10 +437,13 @@ def test_a_second_ctrl_c_during_the_cleanup_waits_for_it_and_the_line_says_so(na
         monkeypatch.setattr(module, "shutil", ShutilWith(rmtree=second.rmtree))
     elif at == "lock":
         monkeypatch.setattr(analysis.output_folder, "os", OsWith(close=second.close))
+    elif at == "unwinding":
+        monkeypatch.setattr(analysis.io, "Path", second.path())
     else:
         monkeypatch.setattr(analysis.cli, "print", second.print, raising=False)
     status, _, err = run_to_its_end(capsys, command, out)
-    assert second.sent and second.done == [{"staging folder": "rmtree", "lock": "close", "last line": "print"}[at]]
+    steps = {"staging folder": ["rmtree"], "lock": ["close"], "last line": ["print"], "unwinding": []}
+    assert second.sent and second.done == steps[at]  # unwinding: cut short, the staging folder removes the file
     code, label = STATUS[first]
     tail = (f"no figure was written to {out}; not written: {FIGURE}; make them with --only {FIGURE}"
             if name == "figures" else NOTHING.format(where=f"to {out}") + PRINTED)
@@ -440,6 +458,7 @@ def test_a_second_ctrl_c_during_the_cleanup_waits_for_it_and_the_line_says_so(na
     monkeypatch.setattr(analysis.output_folder, "os", os)
     monkeypatch.setattr(analysis.output_folder, "shutil", shutil)
     monkeypatch.setattr(figures.registry, "shutil", shutil)
+    monkeypatch.setattr(analysis.io, "Path", Path)
     monkeypatch.delattr(analysis.cli, "print", raising=False)
     assert run(capsys, command, out)[0] == 0
 
