@@ -20,9 +20,10 @@ Every command prints its results before it writes them, so a write that fails (d
 read-only file system, permissions) loses nothing the user needs to read: one line names
 the file and the folder, says what the folder holds and that the results printed above are
 the run's, exit status 2.  Ctrl-C ends a command with status 130 and SIGTERM with 143
-(128 + the signal number, the shell's convention), one line saying what was written.  What
-a command has printed and written is kept in :class:`Outcome` (``args.outcome``), from which
-:func:`main` words that line.
+(128 + the signal number, the shell's convention), one line saying what was written; a second
+signal while the command cleans up and prints that line waits for them
+(:mod:`analysis.interrupts`) and adds one line above it.  What a command has printed and
+written is kept in :class:`Outcome` (``args.outcome``), from which :func:`main` words that line.
 
 Other packages add commands through the entry-point group ``cnzsl.commands``: each entry
 is a function ``register(subparsers)`` that adds its sub-parser and sets ``handler``
@@ -46,6 +47,7 @@ from analysis.data import DataError
 from analysis.datasets import DATASETS
 from analysis.experiment import TrainRun, run_train
 from analysis.help_format import HelpFormatter, examples, package_version
+from analysis.interrupts import HELD_SIGNALS, signals_held
 from analysis.model import PRESETS
 from analysis.normalization import ATTRIBUTE_NORMS
 from analysis.output_folder import FOLDER_STATE, STAGING_PREFIX
@@ -295,24 +297,44 @@ def main(argv: list[str] | None = None) -> int:
     Errors in the input and refused writes: one line on stderr, status 2.  Ctrl-C (SIGINT)
     and SIGTERM: one line, status 130 and 143 (128 + the signal number, the shell's
     convention); an unfinished run writes nothing into its ``--out`` folder
-    (:mod:`analysis.output_folder`).  Anything else is a bug and keeps its traceback.
+    (:mod:`analysis.output_folder`).  A second signal while the cleanup runs or the line is
+    printed is held back (:mod:`analysis.interrupts`): the status and the line stay the first
+    signal's, one line above them notes the second.  Anything else is a bug and keeps its
+    traceback.
+
+    Without ``argv`` (the ``cnzsl`` console script, ``python -m analysis``) the command is the
+    process's: once its status is decided, SIGINT and SIGTERM are ignored until the process
+    exits, so that a second Ctrl-C cannot interrupt the interpreter's exit hooks (torch's,
+    multiprocessing's) with a traceback after the line.
     """
     args = build_parser().parse_args(argv)
     args.outcome = Outcome()
     in_main_thread = threading.current_thread() is threading.main_thread()
+    owns_process = argv is None and in_main_thread
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.handler(args)
     except BaseException as err:
-        ending = _ending(err, args)
-        if ending is None:
-            raise
-        status, line = ending
-        print(line, file=sys.stderr)
+        if owns_process:
+            _ignore_signals()
+        with signals_held(err):  # a second Ctrl-C cannot replace the last line by a traceback
+            ending = _ending(err, args)
+            if ending is None:
+                raise
+            status, line = ending
+            print(line, file=sys.stderr)
         return status
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if owns_process:
+            _ignore_signals()
+
+
+def _ignore_signals() -> None:
+    """SIGINT and SIGTERM ignored from now on (the process's command has its status)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _ending(err: BaseException, args: argparse.Namespace) -> tuple[int, str] | None:
@@ -321,15 +343,20 @@ def _ending(err: BaseException, args: argparse.Namespace) -> tuple[int, str] | N
     printed = "; the results printed above are this run's results" if done.results_printed else ""
     out = getattr(args, "out", None)
     state = getattr(err, FOLDER_STATE, None)
-    if isinstance(err, (KeyboardInterrupt, Terminated)):
-        name, status = ("SIGTERM", 128 + signal.SIGTERM) if isinstance(err, Terminated) else ("Ctrl-C", 130)
+    interrupts = _interrupts(err)
+    if interrupts:  # named after the first; a later one only adds a line above
+        name, status = _signal_name(interrupts[0])
+        state = next((getattr(e, FOLDER_STATE) for e in interrupts if hasattr(e, FOLDER_STATE)), None)
+        again = [_signal_name(e)[0] for e in interrupts[1:]] + [
+            _signal_name(held)[0] for e in interrupts for held in getattr(e, HELD_SIGNALS, [])]
+        note = f"\ncnzsl: interrupted again ({again[0]}) while cleaning up; the cleanup ran to its end" if again else ""
         if state == "complete":  # the signal was held back until the files were in place
-            return status, f"\ncnzsl: interrupted ({name}) as the run finished: {out} holds all of its files"
+            return status, f"{note}\ncnzsl: interrupted ({name}) as the run finished: {out} holds all of its files"
         if done.written is not None:
-            return status, f"\ncnzsl: interrupted ({name}); {done.written()}"
+            return status, f"{note}\ncnzsl: interrupted ({name}); {done.written()}"
         where = (f"nothing was written to {out} (a run's files appear there only when it finishes; the same "
                  "command reruns it)") if out else "nothing was written"
-        return status, f"\ncnzsl: interrupted ({name}); {where}{printed}"
+        return status, f"{note}\ncnzsl: interrupted ({name}); {where}{printed}"
     written = _file_in(err, out) if isinstance(err, OSError) else None
     if written is not None:  # the file system refused one of the run's files
         if done.written is not None:
@@ -344,6 +371,23 @@ def _ending(err: BaseException, args: argparse.Namespace) -> tuple[int, str] | N
     if isinstance(err, OSError):  # the file system refused something else (permissions on an input)
         return 2, f"cnzsl: error: {_os_error_text(err)}"
     return None
+
+
+def _interrupts(err: BaseException) -> list[BaseException]:
+    """The interrupts that ended the command, the first first: ``err`` and, while it is one,
+    the interrupt it was raised while handling (a second Ctrl-C during the unwinding)."""
+    chain: list[BaseException] = []
+    while isinstance(err, (KeyboardInterrupt, Terminated)):
+        chain.append(err)
+        err = err.__context__
+    return chain[::-1]
+
+
+def _signal_name(interrupt: BaseException | int) -> tuple[str, int]:
+    """``(name, exit status)`` of an interrupt, or of a signal number held back during a cleanup."""
+    if isinstance(interrupt, Terminated) or interrupt == signal.SIGTERM:
+        return "SIGTERM", 128 + signal.SIGTERM
+    return "Ctrl-C", 130
 
 
 def _file_in(err: OSError, out: str | None) -> str | None:

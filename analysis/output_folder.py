@@ -20,6 +20,9 @@ untouched, whatever stops the run (an error, Ctrl-C, SIGTERM, a full disk):
    Staging folders left by a killed process (SIGKILL, power loss) are removed by the next
    run that takes the lock.
 
+Steps 4 and 5 end by removing the staging folder and the lock with SIGINT and SIGTERM held
+back (:func:`analysis.interrupts.signals_held`): a second Ctrl-C cannot cut them short.
+
 What the folder holds after an exception is written on the exception, as
 ``err.folder_state`` (:data:`FOLDER_STATE`), where it is not "as it was":
 
@@ -53,6 +56,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from analysis.interrupts import signals_held
 from analysis.io import check_output_folder, refuse_to_overwrite
 
 try:  # POSIX; elsewhere runs are not locked against each other (stated in the README)
@@ -178,13 +182,14 @@ class FolderLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         failed_in_new_folder = exc_type is not None and self._created
-        if self._fd is not None:  # leave no lock file behind; removed while still held
-            (self.out / LOCK_NAME).unlink(missing_ok=True)
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
-        if failed_in_new_folder:
-            self._remove_if_created()
+        with signals_held(exc):  # a second Ctrl-C cannot leave the lock behind (analysis.interrupts)
+            if self._fd is not None:  # leave no lock file behind; removed while still held
+                (self.out / LOCK_NAME).unlink(missing_ok=True)
+            if self._fd is not None:
+                os.close(self._fd)  # closing releases the flock
+                self._fd = None
+            if failed_in_new_folder:
+                self._remove_if_created()
 
     def _remove_if_created(self) -> None:
         if self._created:
@@ -258,10 +263,16 @@ class OutputFolder:
             exc_type, exc, tb = type(err), err, err.__traceback__
             raise
         finally:
-            if self.staging is not None:
-                shutil.rmtree(self.staging, ignore_errors=True)
-                self.staging = None
-            self._lock.__exit__(exc_type, exc, tb)
+            try:
+                with signals_held(exc):  # a second Ctrl-C cannot leave the staging folder behind
+                    if self.staging is not None:
+                        shutil.rmtree(self.staging, ignore_errors=True)
+                        self.staging = None
+                    self._lock.__exit__(exc_type, exc, tb)
+            except BaseException as err:  # after a publish: a signal held back during the cleanup
+                if exc is None:
+                    setattr(err, FOLDER_STATE, "complete")
+                raise
 
     def _publish(self) -> None:
         assert self.staging is not None

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from analysis.interrupts import signals_held
 from analysis.io import refuse_to_overwrite, write_json
 from analysis.output_folder import STAGING_PREFIX, FolderLock, publish_files
 from figures.context import FigureContext, read_cache
@@ -166,7 +167,11 @@ def _draw(ctx: FigureContext, module: ModuleType, overwrite: bool,
             published.append(module.NAME)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal held back is raised here
-    finally:
+    except BaseException as err:
+        with signals_held(err):  # a second Ctrl-C cannot leave the staging folder behind
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    with signals_held():  # published: a signal that arrives meanwhile is raised once the folder is gone
         shutil.rmtree(staging, ignore_errors=True)
     return entry
 

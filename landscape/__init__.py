@@ -8,6 +8,16 @@ object: :class:`ShardedObjective` (``landscape/distributed.py``; ``cnzsl spectru
 ``torchrun``).  Imports only from ``analysis/``.
 """
 
+from landscape.budget import (
+    DEFAULT_BUDGET,
+    FAST_BUDGET,
+    LandscapeEstimate,
+    UnitCosts,
+    WorkCounts,
+    expected_seconds,
+    measure_unit_costs,
+    work_counts,
+)
 from landscape.comparison import MODEL_KINDS, LandscapeRun, TrajectoryProbe, model_config, run_landscape
 from analysis.estimate import Estimate
 from landscape.distributed import Session, SetupFailed, ShardFailure, ShardedObjective, distributed_session
@@ -40,6 +50,8 @@ from landscape.spectrum import SpectrumRun, run_spectrum
 from landscape.xtrace import xtrace
 
 __all__ = [
+    "DEFAULT_BUDGET", "FAST_BUDGET", "LandscapeEstimate", "UnitCosts", "WorkCounts", "expected_seconds",
+    "measure_unit_costs", "work_counts",
     "MODEL_KINDS", "Batch", "EigenResult", "HessianOperator", "LandscapeRun", "Objective",
     "SanturkarMeasurement", "SanturkarProbe", "Session", "SetupFailed", "ShardFailure", "ShardedObjective",
     "Slice1D", "Slice2D", "SpectralDensity", "SpectrumRun", "Estimate", "distributed_session",

@@ -1,6 +1,7 @@
 """``cnzsl landscape`` and ``cnzsl spectrum``, registered through the ``cnzsl.commands`` entry point.
 
-    cnzsl landscape --dataset AWA2 [--data-root ROOT --synthetic-features] --epochs N
+    cnzsl landscape --dataset AWA2 [--data-root ROOT --synthetic-features] [--fast] [--epochs N]
+                    [--probe-every N] [--lanczos-max-steps N] [--slice-points N] [--slice-samples N]
                     --device auto --out DIR
     cnzsl spectrum --checkpoint DIR/model.pt [--data-root ROOT] [--split trainval|test_seen]
                    [--per-layer] --out OUT
@@ -21,6 +22,7 @@ from pathlib import Path
 from analysis.cli import add_data_options, outcome
 from analysis.data import DataError
 from analysis.help_format import HelpFormatter, examples
+from landscape.budget import DEFAULT_BUDGET, FAST_BUDGET, LandscapeEstimate, expected_time_line
 from landscape.comparison import MODEL_KINDS, LandscapeRun, run_landscape
 from landscape.distributed import SetupFailed, ShardFailure
 from landscape.objective import SPLITS
@@ -30,12 +32,18 @@ __all__ = ["register"]
 
 
 def _landscape(args: argparse.Namespace) -> int:
+    budget = FAST_BUDGET if args.fast else DEFAULT_BUDGET
+    chosen = {name: getattr(args, name) for name in DEFAULT_BUDGET if getattr(args, name) is not None}
     run = LandscapeRun(
         out=args.out, dataset=args.dataset, data_root=args.data_root, synthetic_features=args.synthetic_features,
-        data_seed=args.data_seed, epochs=args.epochs, seed=args.seed, device=args.device,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()), probe_every=args.probe_every,
-        slice_points=args.slice_points, overwrite=args.overwrite, progress=not args.no_progress,
+        data_seed=args.data_seed, seed=args.seed, device=args.device,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()), fast=args.fast,
+        overwrite=args.overwrite, progress=not args.no_progress, **{**budget, **chosen},
     )
+
+    def announce(estimate: LandscapeEstimate) -> None:
+        print(expected_time_line(estimate, run.epochs, run.fast), file=sys.stderr, flush=True)
+
     def report(result: dict) -> None:
         data = result["data"]
         print(f"{data['name']} ({data['source']}) · {run.epochs} epochs · probes every {run.probe_every} steps")
@@ -48,7 +56,7 @@ def _landscape(args: argparse.Namespace) -> int:
                   f"{beta:>14}{s['probes']:>8}{s['final_train_loss']:>12.4f}", flush=True)
         outcome(args).results_printed = True
 
-    run_landscape(run, report=report)
+    run_landscape(run, report=report, announce=announce)
     print(f"wrote {run.out}/landscape.json, trajectories.png, slices.png")
     return 0
 
@@ -116,6 +124,14 @@ def _print_spectrum(result: dict, run: SpectrumRun) -> None:
           f"{result['seconds']:.1f} s in all")
 
 
+_BUDGET_HELP = {  # what each budget option of landscape.comparison.LandscapeRun sets
+    "epochs": "training epochs per model", "probe_every": "training steps between probes",
+    "lanczos_max_steps": "most Hessian-vector products (Lanczos steps) per top-eigenvalue probe",
+    "slice_points": "grid points per axis of the 2-D slices",
+    "slice_samples": "trainval samples the slices are evaluated on",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``landscape`` and ``spectrum`` to the ``cnzsl`` command line."""
     p = subparsers.add_parser(
@@ -123,17 +139,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare the loss surfaces of a classifier and ZSL MLPs without/with CN",
         description="Train a traditional classifier, the ZSL MLP without CN and with CN on the same data; "
         "record gradient norm, top Hessian eigenvalue and effective beta-smoothness along training and "
-        "final 2-D loss slices; write DIR/landscape.json and PNG plots.",
-        epilog=examples("cnzsl landscape --dataset AWA2 --epochs 5 --out runs/landscape",
+        "final 2-D loss slices; write DIR/landscape.json and PNG plots.\n\n"
+        "Budget: the default (below) takes about one CPU-minute for AWA2, 1.5 min on a 2-core VM loaded by "
+        "other jobs; until 2026-11-29 the default was 5 epochs and 21 slice points per axis (3.3 min there). "
+        "--fast is a smoke run (half a CPU-minute, 48 s there). An option given explicitly always wins over "
+        "--fast. Before training, the command times each kind of work once on the actual models and data and "
+        "prints the expected time.",
+        epilog=examples("cnzsl landscape --dataset AWA2 --out runs/landscape",
+                        "cnzsl landscape --fast --epochs 2 --out runs/landscape-smoke",
                         "cnzsl landscape --models mlp,cn --probe-every 50 --device cuda --out runs/landscape-gpu"),
     )
     add_data_options(p, default_dataset="AWA2")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs per model")
+    p.add_argument("--fast", action="store_true",
+                   help="smoke-test budget for every budget option below that is left unset")
+    for name, value in DEFAULT_BUDGET.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, dest=name,
+                       help=f"{_BUDGET_HELP[name]} (default: {value}; --fast: {FAST_BUDGET[name]})")
     p.add_argument("--seed", type=int, default=1, help="seed of weights and shuffles (probes: seed + 1, + 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--models", default=",".join(MODEL_KINDS), help="comma-separated subset of the models")
-    p.add_argument("--probe-every", type=int, default=25, help="training steps between probes")
-    p.add_argument("--slice-points", type=int, default=21, help="grid points per axis of the 2-D slices")
     p.add_argument("--out", type=str, required=True, metavar="DIR",
                    help="output folder for landscape.json, trajectories.png, slices.png")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")

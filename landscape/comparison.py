@@ -18,12 +18,17 @@ random start vectors and directions from their own generators, so the three trai
 trajectories are exactly those of runs without probes.  CN layers are probed in training
 mode with the statistics of the classes passed in, never updating running statistics.
 
-Outputs in ``out``: ``landscape.json`` (config, environment, per model: trajectory,
-slice, summary; losses in nats, times in seconds, as its ``units`` say), ``trajectories.png``
-and ``slices.png``, drawn in the style of the paper figures (:mod:`analysis.plot_style`:
-each model in its figure colour, units on every axis, the legend above the panels, the
-slices on one colour scale shared by the panels, a caption naming the data, the settings
-and the commit).  Nothing existing is overwritten unless ``overwrite=True``.
+The cost is set by the budget entries of :class:`LandscapeRun` (:mod:`landscape.budget`:
+the default and ``--fast``); before training, each model's unit costs are measured on a
+copy of it and the expected time is passed to ``announce`` (``cnzsl landscape`` prints it).
+
+Outputs in ``out``: ``landscape.json`` (config with the resolved budget, environment, the
+estimate against the measured time, per model: trajectory, slice, summary; losses in
+nats, times in seconds, as its ``units`` say), ``trajectories.png`` and ``slices.png``,
+drawn in the style of the paper figures (:mod:`analysis.plot_style`: each model in its
+figure colour, units on every axis, the legend above the panels, the slices on one colour
+scale shared by the panels, a caption naming the data, the settings and the commit).
+Nothing existing is overwritten unless ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from analysis.io import check_output_folder, environment_info, write_json, write
 from analysis.output_folder import OutputFolder
 from analysis.model import ClassifierConfig, preset_config
 from analysis.training import StepInfo, TrainConfig, build_model, resolve_device, train
+from landscape.budget import DEFAULT_BUDGET, LandscapeEstimate, expected_seconds, measure_unit_costs, work_counts
 from landscape.hvp import HessianOperator
 from landscape.top_eigenvalues import lanczos_top_eigenvalues
 from landscape.objective import Batch, Objective, zsl_batches
@@ -69,7 +75,8 @@ UNITS = {  # of landscape.json (analysis.io.write_json); curvatures are in loss 
     "models.*.summary.final_train_loss": "nats", "models.*.summary.train_seconds": "seconds",
     "models.*.trajectory[].loss": "nats", "models.*.trajectory[].loss_min": "nats",
     "models.*.trajectory[].loss_max": "nats", "models.*.trajectory[].seconds": "seconds",
-    "models.*.slice.losses": "nats",
+    "models.*.slice.losses": "nats", "estimate.expected_seconds": "seconds", "estimate.seconds": "seconds",
+    "estimate.unit_seconds.*.*": "seconds",
 }
 
 
@@ -82,17 +89,18 @@ class LandscapeRun:
     data_root: Path | None = None  # GBU root; None: synthetic preset
     synthetic_features: bool = False
     data_seed: int = 0
-    epochs: int = 5
+    epochs: int = DEFAULT_BUDGET["epochs"]
     seed: int = 1  # initial weights, shuffles; probes use seed + 1
     device: str = "auto"
     models: tuple[str, ...] = MODEL_KINDS
-    probe_every: int = 25  # steps between probes
+    probe_every: int = DEFAULT_BUDGET["probe_every"]  # steps between probes
     lanczos_tol: float = 1e-3
-    lanczos_max_steps: int = 40
+    lanczos_max_steps: int = DEFAULT_BUDGET["lanczos_max_steps"]  # Krylov limit of each top-eigenvalue run
     eta_multipliers: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # x the learning rate
-    slice_points: int = 21  # per axis
+    slice_points: int = DEFAULT_BUDGET["slice_points"]  # per axis
     slice_range: float = 1.0  # alpha, beta in [-range, range]
-    slice_samples: int = 2048  # trainval samples the slices are evaluated on
+    slice_samples: int = DEFAULT_BUDGET["slice_samples"]  # trainval samples the slices are evaluated on
+    fast: bool = False  # recorded only: the budget entries above are what ran
     overwrite: bool = False
     progress: bool = True
 
@@ -236,11 +244,28 @@ def _captions(run: LandscapeRun, data: ZSLData, samples: int, commit: str | None
             provenance_caption(source, command, grid, commit=commit))
 
 
+def _estimate(run: LandscapeRun, data: ZSLData, config: TrainConfig, models: dict[str, Any],
+              slice_batches: list[Batch], etas: tuple[float, ...]) -> LandscapeEstimate:
+    """The counts and measured unit costs of every model of ``run`` (:mod:`landscape.budget`)."""
+    steps_per_epoch = -(-int(data.trainval.numel()) // config.batch_size)
+    counts, costs = {}, {}
+    for kind, model in models.items():
+        costs[kind], lanczos_steps = measure_unit_costs(model, data, config, slice_batches, etas,
+                                                        lanczos_max_steps=run.lanczos_max_steps,
+                                                        lanczos_tol=run.lanczos_tol)
+        counts[kind] = work_counts(epochs=run.epochs, steps_per_epoch=steps_per_epoch, probe_every=run.probe_every,
+                                   lanczos_steps=lanczos_steps, slice_points=run.slice_points)
+    return LandscapeEstimate(counts, costs, expected_seconds(counts, costs))
+
+
 def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
-                  report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                  report: Callable[[dict[str, Any]], None] | None = None,
+                  announce: Callable[[LandscapeEstimate], None] | None = None) -> dict[str, Any]:
     """Train the models of ``run``, probe them, slice them, write the outputs.
 
     ``data`` replaces the data set named in ``run`` (for custom data and tests).
+    ``announce(estimate)`` (if given) is called once the unit costs are measured, before
+    any model is trained (:mod:`landscape.budget`).
     ``report(payload)`` (if given) is called with the content of ``landscape.json`` before
     any file is written, so a failed write (a full disk) cannot lose what the run measured.
 
@@ -267,9 +292,13 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
             slice_batches.append(Batch(b.features[:take], b.targets[:take], b.attributes))
             kept += take
         grid = torch.linspace(-run.slice_range, run.slice_range, run.slice_points, dtype=torch.float64)
+        models = {kind: build_model(model_config(kind, data), run.seed).to(device) for kind in run.models}
+        estimate = _estimate(run, data, config, models, slice_batches, etas)
+        if announce is not None:
+            announce(estimate)
+        start = time.perf_counter()
         results, slices = {}, {}
-        for kind in run.models:
-            model = build_model(model_config(kind, data), run.seed)
+        for kind, model in models.items():
             probe = TrajectoryProbe(run.probe_every, etas, run.lanczos_tol, run.lanczos_max_steps, seed=run.seed + 1)
             history = train(model, data, replace(config, progress_label=f"train {_LABELS[kind]}"), on_step=probe)
             objective = Objective(model)
@@ -287,9 +316,11 @@ def run_landscape(run: LandscapeRun, data: ZSLData | None = None,
                 "slice": {"alphas": grid.tolist(), "betas": grid.tolist(),
                           "losses": slices[kind].losses.tolist()},
             }
+        measured = {"expected_seconds": estimate.seconds, "seconds": time.perf_counter() - start,
+                    "counts": estimate.counts, "unit_seconds": estimate.unit_seconds}
         environment = environment_info(device)
         payload = {"config": run, "data": data.summary(), "environment": environment,
-                   "etas": list(etas), "models": results}
+                   "etas": list(etas), "estimate": measured, "models": results}
         if report is not None:
             report(payload)
         trajectory_caption, slice_caption = _captions(run, data, kept, environment.get("git_commit"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from analysis.cli import main
+from analysis.czsl.experiment import format_czsl_table
 from analysis.czsl.protocol import METHODS, CZSLConfig, run_czsl
 from analysis.czsl.tasks import continual_split, split_classes_into_tasks
 
@@ -63,7 +64,7 @@ def test_cli_writes_the_table_json_and_plot(tmp_path, capsys):
                                                        ("agem", False), ("agem", True)}
     for r in rows:
         assert set(r) >= {"mSA", "mUA", "mH", "mAUC", "mJA", "forgetting", "mUA_from_0", "mAUC_from_0",
-                          "forgetting_authors"}
+                          "forgetting_authors", "mSA_samples", "mUA_from_0_samples", "mH_samples"}
     assert (out / "czsl.png").read_bytes()[:4] == b"\x89PNG"
     rc = main(["czsl", "--dataset", "CUB", "--seeds", "1", "--out", str(out)])
     assert rc == 2 and "already holds czsl.json" in capsys.readouterr().err
@@ -84,6 +85,26 @@ def test_cli_runs_the_authors_protocol(tmp_path, capsys):
             config["epochs_per_task"]) == ("authors", "sgd", 0.9, 512, 1)
     assert row["per_seed"][0]["before"]["task_accuracies"] == []
     assert row["mUA_from_0"]["mean"] == row["per_seed"][0]["summary"]["mUA_from_0"]
+    assert "mSA, mUA, mH: sample means (mH: harmonic per step, then the mean)" in printed
+    seed = row["per_seed"][0]
+    seen = [e["seen_accuracy_samples"] for e in seed["evaluations"]]  # fractions, t = 1..T
+    assert row["mSA_samples"]["mean"] == pytest.approx(100 * sum(seen) / len(seen), rel=1e-12)
+    unseen = [seed["before"]["unseen_accuracy_samples"], seed["evaluations"][0]["unseen_accuracy_samples"]]
+    assert row["mUA_from_0_samples"]["mean"] == pytest.approx(100 * sum(unseen) / 2, rel=1e-12)  # t = 0, 1
+    assert row["mH_samples"]["mean"] == pytest.approx(100 * seed["evaluations"][0]["harmonic_samples"], rel=1e-12)
+
+
+def test_the_table_shows_each_protocols_definitions():
+    """Under `authors` the mSA, mUA and mH columns are the sample means, mUA and mAUC from t = 0,
+    forgetting the authors'; under `toolkit` the per-class means over t = 1..T-1."""
+    values = {"mSA": 1.0, "mUA": 2.0, "mH": 3.0, "mAUC": 4.0, "mJA": 5.0, "forgetting": 6.0, "mUA_from_0": 7.0,
+              "mAUC_from_0": 8.0, "forgetting_authors": 9.0, "mSA_samples": 10.0, "mUA_from_0_samples": 11.0,
+              "mH_samples": 12.0}
+    rows = [{"method": "sequential", "cn": True, **{k: {"mean": v, "std": None} for k, v in values.items()}}]
+    cells = {p: format_czsl_table(rows, p).splitlines()[-1].split() for p in ("toolkit", "authors")}
+    assert cells["toolkit"] == ["sequential", "yes", "1.0", "2.0", "3.0", "4.0", "5.0", "6.0"]
+    assert cells["authors"] == ["sequential", "yes", "10.0", "11.0", "12.0", "8.0", "5.0", "9.0"]
+    assert "accuracies: per-class means" in format_czsl_table(rows, "toolkit").splitlines()[0]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -138,6 +138,87 @@ def test_the_authors_variants_of_the_hand_computed_run() -> None:
         summarize(evs, before=evs[0])
 
 
+# -- the authors' sample means ---------------------------------------------------------------
+# T = 2 tasks {0, 1}, {2, 3}; class 0 has 3 test samples, class 1 one, class 2 one, class 3
+# three: per-class and sample means differ.  Logits are one-hot on the prediction.
+UNBALANCED_TASKS = [T([0, 1]), T([2, 3])]
+UNBALANCED_LABELS = T([0, 0, 0, 1, 2, 3, 3, 3])
+UNBALANCED_PREDICTIONS = {
+    0: [0, 0, 0, 0, 1, 3, 3, 3],  # c0 3/3, c1 0/1, c2 0/1, c3 3/3
+    1: [0, 0, 0, 0, 2, 3, 0, 0],  # c0 3/3, c1 0/1 | c2 1/1, c3 1/3
+    2: [0, 0, 0, 0, 2, 3, 3, 3],  # c0 3/3, c1 0/1, c2 1/1, c3 3/3
+}
+
+
+def _unbalanced(t: int) -> TaskEvaluation:
+    logits = torch.nn.functional.one_hot(T(UNBALANCED_PREDICTIONS[t]), 4).double()
+    return evaluate_time_step(logits, UNBALANCED_LABELS, UNBALANCED_TASKS, t)
+
+
+def test_sample_means_by_hand_where_they_differ_from_per_class_means() -> None:
+    """t = 0: every class unseen: per class (1 + 0 + 0 + 1)/4 = 1/2, samples 6/8 = 3/4.
+    t = 1: seen {0, 1}: per class (1 + 0)/2 = 1/2, samples 3/4 (class 0's three right, class 1's
+    one wrong); unseen {2, 3}: per class (1 + 1/3)/2 = 2/3, samples 2/4 = 1/2;
+    H per class 2·(1/2)(2/3)/(7/6) = 4/7, H samples 2·(3/4)(1/2)/(5/4) = 3/5.
+    t = 2: all seen: per class (1 + 0 + 1 + 1)/4 = 3/4, samples 7/8."""
+    e0, e1, e2 = (_unbalanced(t) for t in (0, 1, 2))
+    assert (e0.unseen_accuracy, e0.unseen_accuracy_samples) == (1 / 2, 3 / 4)
+    assert math.isnan(e0.seen_accuracy_samples) and math.isnan(e0.harmonic_samples)
+    assert (e1.seen_accuracy, e1.seen_accuracy_samples) == (1 / 2, 3 / 4)
+    assert e1.unseen_accuracy == pytest.approx(2 / 3, abs=1e-15) and e1.unseen_accuracy_samples == 1 / 2
+    assert e1.harmonic == pytest.approx(4 / 7, abs=1e-15) and e1.harmonic_samples == 3 / 5
+    assert (e2.seen_accuracy, e2.seen_accuracy_samples) == (3 / 4, 7 / 8)
+    assert math.isnan(e2.unseen_accuracy_samples) and math.isnan(e2.harmonic_samples)
+    # mSA_samples = (3/4 + 7/8)/2 = 13/16 (per class (1/2 + 3/4)/2 = 5/8)
+    # mUA_from_0_samples = (UA_0 + UA_1)/2 = (3/4 + 1/2)/2 = 5/8 (per class (1/2 + 2/3)/2 = 7/12)
+    # mH_samples = H_1 = 3/5, the only step t = 1..T-1 (per class 4/7)
+    s = summarize([e1, e2], before=e0)
+    assert (s.mSA_samples, s.mUA_from_0_samples, s.mH_samples) == (13 / 16, 5 / 8, 3 / 5)
+    assert (s.mSA, s.mUA_from_0, s.mH) == pytest.approx((5 / 8, 7 / 12, 4 / 7), abs=1e-15)  # unchanged
+    assert s.percent()["mSA_samples"] == 100 * 13 / 16
+    without_before = summarize([e1, e2])  # the unseen range starts at t = 0: NaN without it
+    assert math.isnan(without_before.mUA_from_0_samples) and without_before.mH_samples == 3 / 5
+
+
+def test_sample_means_of_the_hand_computed_run() -> None:
+    """Rows of LOGITS, correct or not under the argmax over all 6 columns:
+    t = 1: seen rows 0-2 ok, wrong, ok -> 2/3; unseen rows 3-6 wrong, ok, wrong, wrong -> 1/4;
+           H = 2·(2/3)(1/4)/(11/12) = 4/11.
+    t = 2: seen rows 0-4 ok, wrong, ok, wrong, ok -> 3/5; unseen rows 5, 6 ok, wrong -> 1/2;
+           H = 2·(3/10)/(11/10) = 6/11.
+    t = 3: all rows: wrong, ok, wrong, wrong, ok, ok, wrong -> 3/7.
+    t = 0 (LOGITS[1]): all rows unseen: ok, wrong, ok, wrong, ok, wrong, wrong -> 3/7.
+    mSA_samples = (2/3 + 3/5 + 3/7)/3 = 178/315;  mUA_from_0_samples = (3/7 + 1/4 + 1/2)/3
+    = 11/28;  mH_samples = (4/11 + 6/11)/2 = 5/11."""
+    evs = [_evaluate(t) for t in (1, 2, 3)]
+    assert [ev.seen_accuracy_samples for ev in evs] == pytest.approx([2 / 3, 3 / 5, 3 / 7], abs=1e-15)
+    assert [ev.unseen_accuracy_samples for ev in evs[:2]] == pytest.approx([1 / 4, 1 / 2], abs=1e-15)
+    assert [ev.harmonic_samples for ev in evs[:2]] == pytest.approx([4 / 11, 6 / 11], abs=1e-15)
+    s = summarize(evs, before=evaluate_time_step(LOGITS[1], LABELS, TASKS, 0))
+    assert (s.mSA_samples, s.mUA_from_0_samples, s.mH_samples) == pytest.approx(
+        (178 / 315, 11 / 28, 5 / 11), abs=1e-15)
+
+
+@given(seed=st.integers(0, 2**31 - 1), num_tasks=st.integers(1, 4), per_class=st.integers(1, 3))
+def test_sample_means_equal_the_per_class_means_when_the_classes_are_balanced(
+        seed: int, num_tasks: int, per_class: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    num_classes = 2 * num_tasks
+    tasks = list(torch.randperm(num_classes, generator=g).split(2))
+    labels = torch.arange(num_classes).repeat(per_class)  # every class per_class times
+    evaluations = [  # fresh logits at every step t = 0..T, small integers: ties
+        evaluate_time_step(torch.randint(0, 4, (labels.numel(), num_classes), generator=g).float(), labels, tasks, t)
+        for t in range(num_tasks + 1)]
+    for ev in evaluations:
+        pairs = [(ev.seen_accuracy, ev.seen_accuracy_samples), (ev.unseen_accuracy, ev.unseen_accuracy_samples),
+                 (ev.harmonic, ev.harmonic_samples)]
+        for per_class_mean, sample_mean in pairs:
+            assert sample_mean == pytest.approx(per_class_mean, abs=1e-12, nan_ok=True)
+    s = summarize(evaluations[1:], before=evaluations[0])
+    assert (s.mSA_samples, s.mUA_from_0_samples, s.mH_samples) == pytest.approx(
+        (s.mSA, s.mUA_from_0, s.mH), abs=1e-12, nan_ok=True)
+
+
 def test_forgetting_authors_takes_the_maximum_over_every_earlier_step() -> None:
     """Task 2 scores 0.9 at t = 1, before it is learned: the authors' maximum includes that
     step (0.9 - 0.4 = 0.5 at t = 3, not 0.5 - 0.4 = 0.1).  t = 2: task 1 0.8 - 0.6 = 0.2;
@@ -171,7 +252,8 @@ def test_summarize_hand_built_evaluations() -> None:
     assert math.isnan(s.forgetting_authors)  # built by hand without generalized task accuracies
     assert s.percent() == pytest.approx(
         {"mSA": 57.5, "mUA": 20.0, "mH": 30.0, "mAUC": 10.0, "mJA": 40.0, "forgetting": 70 / 3,
-         "mUA_from_0": NAN, "mAUC_from_0": NAN, "forgetting_authors": NAN}, abs=1e-10, nan_ok=True)
+         "mUA_from_0": NAN, "mAUC_from_0": NAN, "forgetting_authors": NAN, "mSA_samples": NAN,
+         "mUA_from_0_samples": NAN, "mH_samples": NAN}, abs=1e-10, nan_ok=True)
 
 
 def test_forgetting_uses_the_best_intermediate_step_and_can_be_negative() -> None:
@@ -277,6 +359,8 @@ def test_evaluate_time_step_errors(
     ({"seen_accuracy": 75.0}, r"seen_accuracy must be a fraction in \[0, 1\] or NaN, got 75.0; .*not percent"),
     ({"ausuc": -0.1}, r"ausuc must be a fraction in \[0, 1\] or NaN, got -0.1"),
     ({"joint_accuracy": NAN}, r"joint_accuracy must be a fraction in \[0, 1\], got nan"),
+    ({"seen_accuracy_samples": 75.0}, r"seen_accuracy_samples must be a fraction in \[0, 1\] or NaN, got 75.0"),
+    ({"harmonic_samples": -0.5}, r"harmonic_samples must be a fraction in \[0, 1\] or NaN, got -0.5"),
     ({"task_accuracies": [0.5, 1.5]}, r"task_accuracies\[1\] must be a fraction in \[0, 1\], got 1.5"),
 ])
 def test_task_evaluation_rejects_out_of_range_values(kwargs: dict[str, object], match: str) -> None:

@@ -11,7 +11,8 @@ How the faults are made:
   file system; an unwritable ``--out`` is the lock file's creation refused the same way.
 * **Signals**: ``signal.raise_signal`` at the Nth write delivers a real SIGINT or SIGTERM
   to this process while :func:`analysis.cli.main` runs; subprocesses (``DRIVER``) get them
-  from outside while they wait at a write, and race each other for one folder.
+  from outside while they wait at a write (landscape and probe: inside their computation),
+  and race each other for one folder.
 
 Every command runs on ``tests/conftest.py``'s tiny data set, and matplotlib's ``savefig``
 writes a stub instead of drawing (the bytes still go through the atomic writer): the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,15 +42,17 @@ import torch
 from matplotlib.figure import Figure
 
 import analysis.czsl.experiment as czsl_experiment
+import analysis.cli
 import analysis.experiment as train_experiment
 import analysis.io
 import analysis.output_folder
 import figures.context
 import figures.probe
+import figures.registry
 import landscape.comparison
 import variance.cli
 from analysis.checkpoint import load_checkpoint
-from analysis.cli import main
+from analysis.cli import Terminated, main
 from analysis.output_folder import LOCK_NAME, STAGING_PREFIX, OutputFolder
 from tests.conftest import REPO
 
@@ -93,7 +97,7 @@ COMMANDS = {
                      last_file="probe.pdf", signal_at=2),
 }
 SIGNALS = {"train": signal.SIGINT, "czsl": signal.SIGTERM, "landscape": signal.SIGINT, "variance": signal.SIGTERM,
-           "figures": signal.SIGINT, "probe": signal.SIGTERM}  # the other one of each: the subprocess tests
+           "figures": signal.SIGINT, "probe": signal.SIGTERM}  # the other one (landscape, probe: both): subprocesses
 STATUS = {signal.SIGINT: (130, "Ctrl-C"), signal.SIGTERM: (143, "SIGTERM")}
 NOTHING = "nothing was written {where} (a run's files appear there only when it finishes; the same command reruns it)"
 PRINTED = "; the results printed above are this run's results"
@@ -124,11 +128,19 @@ class OsWith:
     """The ``os`` module with some functions replaced (``OsWith(replace=fn)``): monkeypatched
     into a module to make one of its file operations fail or signal."""
 
+    module = os
+
     def __init__(self, **replacements):
         self._replacements = replacements
 
     def __getattr__(self, name):
-        return self._replacements[name] if name in self._replacements else getattr(os, name)
+        return self._replacements[name] if name in self._replacements else getattr(self.module, name)
+
+
+class ShutilWith(OsWith):
+    """The ``shutil`` module with some functions replaced, as :class:`OsWith`."""
+
+    module = shutil
 
 
 class FaultyDisk(OsWith):
@@ -197,8 +209,9 @@ def run(capsys, command: Command, out: Path, *extra: str) -> tuple[int, str, str
 
 
 def one_line(err: str) -> str:
-    """The one line a failure prints (progress notes before it aside: variance's data sets)."""
-    lines = [line for line in err.splitlines() if line.startswith("cnzsl")]
+    """The one line a failure prints (progress notes before it aside: variance's data sets,
+    landscape's expected time, "cnzsl landscape: about ...")."""
+    lines = [line for line in err.splitlines() if line.startswith("cnzsl:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -269,7 +282,7 @@ def test_full_disk_read_only_signal_lock_and_rerun(name, tmp_path, tiny, capsys,
     # (3) the rerun into the same folder, without --overwrite
     monkeypatch.setattr(analysis.io, "os", os)
     status, stdout, err = run(capsys, command, out)
-    assert status == 0 and not [line for line in err.splitlines() if line.startswith("cnzsl")], err
+    assert status == 0 and not [line for line in err.splitlines() if line.startswith("cnzsl:")], err
     printed_results(name, stdout)
     first = check_folder(out, command)
     assert has_marker(out, command) and sorted(first) == sorted(command.files)
@@ -351,6 +364,119 @@ def test_a_signal_during_the_publish_waits_for_it_and_says_the_folder_is_complet
     assert has_marker(out, command) and sorted(check_folder(out, command)) == sorted(command.files)
 
 
+class SecondSignal:
+    """Replacements that deliver ``sig`` once, inside the cleanup step they stand for, before
+    doing the step; ``done`` lists the steps that ran to their end."""
+
+    def __init__(self, sig: int) -> None:
+        self.sig, self.sent, self.done = sig, False, []
+
+    def _once(self) -> None:
+        if not self.sent:
+            self.sent = True
+            signal.raise_signal(self.sig)
+
+    def rmtree(self, path, *args, **kwargs):  # the staging folder's removal
+        if Path(path).name.startswith(STAGING_PREFIX):
+            self._once()
+        shutil.rmtree(path, *args, **kwargs)
+        self.done.append("rmtree")
+
+    def close(self, fd):  # the lock's release (the only os.close of analysis.output_folder)
+        self._once()
+        os.close(fd)
+        self.done.append("close")
+
+    def path(self) -> type:  # analysis.io's Path, whose unlink removes a write's temporary file
+        second = self
+
+        class PathWith(type(Path())):
+            def unlink(self, missing_ok=False):
+                if not self.name.endswith(".tmp"):  # the lock file: check_output_folder made out a PathWith
+                    return super().unlink(missing_ok=missing_ok)
+                second._once()
+                super().unlink(missing_ok=missing_ok)
+                second.done.append("unlink")
+
+        return PathWith
+
+    def print(self, *args, **kwargs):  # the last line (not the results printed before it)
+        if args and str(args[0]).lstrip().startswith("cnzsl:"):
+            self._once()
+            print(*args, **kwargs)
+            self.done.append("print")
+        else:
+            print(*args, **kwargs)
+
+
+def run_to_its_end(capsys, command: Command, out: Path) -> tuple[int, str, str]:
+    """:func:`run`, with an interrupt that escapes :func:`main` (a traceback) failing the test
+    instead of stopping pytest."""
+    try:
+        return run(capsys, command, out)
+    except (KeyboardInterrupt, Terminated) as escaped:
+        pytest.fail(f"{escaped!r} escaped main(): a traceback instead of the one line")
+
+
+@pytest.mark.parametrize(("name", "at"), [("train", "staging folder"), ("train", "lock"), ("train", "last line"),
+                                          ("czsl", "staging folder"), ("czsl", "unwinding"),
+                                          ("figures", "staging folder"), ("figures", "lock")])
+def test_a_second_ctrl_c_during_the_cleanup_waits_for_it_and_the_line_says_so(name, at, tmp_path, tiny, capsys,
+                                                                           monkeypatch):
+    """The first signal inside a write, a second Ctrl-C inside the cleanup that follows it:
+    it used to leave the staging folder (and the folder the run created) or the lock file
+    behind, and inside the last line's print to end with a traceback.  Now the cleanup runs
+    to its end, the status and the line are the first signal's, one line above says so.
+    ("unwinding": the second arrives before the cleanup, as the write removes its temporary
+    file; it is not held there, but the first signal still names the ending.)"""
+    command, out = COMMANDS[name], tmp_path / "out"
+    first = SIGNALS[name]  # SIGTERM for czsl: the status stays the first signal's
+    monkeypatch.setattr(analysis.io, "os", FaultyDisk(command.signal_at, sig=first))
+    second = SecondSignal(signal.SIGINT)
+    if at == "staging folder":
+        module = figures.registry if name == "figures" else analysis.output_folder
+        monkeypatch.setattr(module, "shutil", ShutilWith(rmtree=second.rmtree))
+    elif at == "lock":
+        monkeypatch.setattr(analysis.output_folder, "os", OsWith(close=second.close))
+    elif at == "unwinding":
+        monkeypatch.setattr(analysis.io, "Path", second.path())
+    else:
+        monkeypatch.setattr(analysis.cli, "print", second.print, raising=False)
+    status, _, err = run_to_its_end(capsys, command, out)
+    steps = {"staging folder": ["rmtree"], "lock": ["close"], "last line": ["print"], "unwinding": []}
+    assert second.sent and second.done == steps[at]  # unwinding: cut short, the staging folder removes the file
+    code, label = STATUS[first]
+    tail = (f"no figure was written to {out}; not written: {FIGURE}; make them with --only {FIGURE}"
+            if name == "figures" else NOTHING.format(where=f"to {out}") + PRINTED)
+    lines = [line for line in err.splitlines() if line.startswith("cnzsl")]
+    note = [] if at == "last line" else [
+        "cnzsl: interrupted again (Ctrl-C) while cleaning up; the cleanup ran to its end"]
+    assert status == code and "Traceback" not in err
+    assert lines == [*note, f"cnzsl: interrupted ({label}); {tail}"]
+    assert check_folder(out, command) == {} and not has_marker(out, command)  # no staging folder, no lock file
+    assert name == "figures" or not out.exists()  # the folder the run created, removed (figures: its cache stays)
+    monkeypatch.setattr(analysis.io, "os", os)  # the rerun, without faults
+    monkeypatch.setattr(analysis.output_folder, "os", os)
+    monkeypatch.setattr(analysis.output_folder, "shutil", shutil)
+    monkeypatch.setattr(figures.registry, "shutil", shutil)
+    monkeypatch.setattr(analysis.io, "Path", Path)
+    monkeypatch.delattr(analysis.cli, "print", raising=False)
+    assert run(capsys, command, out)[0] == 0
+
+
+def test_a_signal_during_the_cleanup_after_the_publish_says_the_folder_is_complete(tmp_path, tiny, capsys,
+                                                                                  monkeypatch):
+    """The files are in place when the staging folder is removed: the signal held back meanwhile
+    is answered once the cleanup ended, as one held back during the moves."""
+    command, out = COMMANDS["train"], tmp_path / "out"
+    second = SecondSignal(signal.SIGTERM)
+    monkeypatch.setattr(analysis.output_folder, "shutil", ShutilWith(rmtree=second.rmtree))
+    status, _, err = run_to_its_end(capsys, command, out)
+    assert second.done == ["rmtree"] and status == 143
+    assert one_line(err) == f"cnzsl: interrupted (SIGTERM) as the run finished: {out} holds all of its files"
+    assert has_marker(out, command) and sorted(check_folder(out, command)) == sorted(command.files)
+
+
 def test_sigterm_is_not_taken_for_an_error_by_an_except_exception(monkeypatch, capsys):
     """Code on the way may catch Exception (reading a cache, calling a user's model); SIGTERM
     used to be an Exception there, swallowed, and the run went on."""
@@ -419,7 +545,7 @@ def test_a_redrawn_figure_never_stands_beside_its_old_entry(tmp_path, tiny, caps
 
 # --------------------------------------------------------------------------- subprocesses
 DRIVER = """
-import os, sys, time
+import atexit, importlib, os, signal, sys, time
 import analysis.experiment, analysis.czsl.experiment, analysis.io, figures.context, figures.probe
 import landscape.comparison, variance.cli
 from matplotlib.figure import Figure
@@ -433,10 +559,17 @@ for module in (analysis.experiment, analysis.czsl.experiment, figures.context, f
 variance.cli._load = lambda *args, **kwargs: tiny
 variance.cli.training_rows = lambda **kwargs: []
 Figure.savefig = lambda self, f, format="png", **kwargs: f.write(b"stub")
-gate, at, start = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+gate, at, start = sys.argv[1], sys.argv[2], sys.argv[3]
 
 
-class Gated:  # the at-th atomic write waits, the lock held, until the file `gate` exists
+def wait_at_gate():  # the lock held, until the file `gate` exists
+    open(gate + ".waiting", "w").close()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+class Gated:  # the at-th atomic write waits at the gate
     calls = 0
 
     def __getattr__(self, name):
@@ -444,35 +577,61 @@ class Gated:  # the at-th atomic write waits, the lock held, until the file `gat
 
     def fdopen(self, fd, mode="r"):
         Gated.calls += 1
-        if Gated.calls == at:
-            open(gate + ".waiting", "w").close()
-            deadline = time.monotonic() + 60
-            while not os.path.exists(gate) and time.monotonic() < deadline:
-                time.sleep(0.02)
+        if str(Gated.calls) == at:
+            wait_at_gate()
         return os.fdopen(fd, mode)
 
 
-analysis.io.os = Gated()
+def gated(function):  # its first call waits at the gate
+    calls = []
+
+    def first_call_waits(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            wait_at_gate()
+        return function(*args, **kwargs)
+    return first_call_waits
+
+
+if ":" in at:  # MODULE:FUNCTION, a point inside a command's long phase
+    module, function = at.split(":")
+    module = importlib.import_module(module)
+    setattr(module, function, gated(getattr(module, function)))
+else:
+    analysis.io.os = Gated()
+
+
+def ctrl_c_at_exit():  # the first of the exit hooks (torch's, multiprocessing's: registered before)
+    signal.raise_signal(signal.SIGINT)
+    open(gate + ".exited", "w").close()
+
+
+if os.environ.get("DRIVER_CTRL_C_AT_EXIT"):
+    atexit.register(ctrl_c_at_exit)
 deadline = time.monotonic() + 60
 while start and not os.path.exists(start) and time.monotonic() < deadline:  # imported: wait for the go
     time.sleep(0.02)
-sys.exit(main(sys.argv[4:]))
+sys.argv[1:] = sys.argv[4:]  # main() reads them there, as the cnzsl console script's does
+sys.exit(main())
 """
 
 
-def start(tmp_path: Path, name: str, out: Path, at: int, gate: str = "gate", go: str = "") -> subprocess.Popen:
+def start(tmp_path: Path, name: str, out: Path, at: int | str, gate: str = "gate", go: str = "",
+          ctrl_c_at_exit: bool = False) -> subprocess.Popen:
     """``cnzsl NAME`` in a subprocess (``DRIVER``, the ``tiny`` fixture's stand-ins) that waits
-    at its ``at``-th write until ``tmp_path/gate`` exists (after creating ``gate.waiting``)
-    and, with ``go``, waits before starting until ``tmp_path/go`` exists."""
+    at its ``at``-th write (or, ``at="MODULE:FUNCTION"``, at that function's first call) until
+    ``tmp_path/gate`` exists (after creating ``gate.waiting``) and, with ``go``, waits before
+    starting until ``tmp_path/go`` exists.  ``ctrl_c_at_exit``: a SIGINT arrives in the
+    interpreter's exit hooks, after ``main()`` returned (``gate.exited`` once the hook ran)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", **({"DRIVER_CTRL_C_AT_EXIT": "1"} if ctrl_c_at_exit else {})}
     argv = [sys.executable, "-c", DRIVER, str(tmp_path / gate), str(at), str(tmp_path / go) if go else "",
             *COMMANDS[name].argv, "--out", str(out)]
     return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(path: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # generous: start-ups overlap on two busy cores
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run never reached its write"
@@ -497,11 +656,31 @@ def test_two_processes_into_one_folder_exactly_one_succeeds(tmp_path, tiny, caps
     assert status == 2 and "already holds results.json" in one_line(err)
 
 
+def check_stopped_then_rerun(capsys, name: str, proc: subprocess.Popen, out: Path, sig: int,
+                             printed: bool = True) -> None:
+    """``proc`` (``cnzsl NAME --out out``, sent ``sig``) ended with the signal's status and
+    one line, no traceback, nothing left in ``out``; then the same command reruns there.
+    ``printed``: the command had printed its results before the signal."""
+    command = COMMANDS[name]
+    _, err = proc.communicate(timeout=300)
+    code, label = STATUS[sig]
+    assert proc.returncode == code, (name, err)
+    if name == "figures":
+        expected = f"no figure was written to {out}; not written: {FIGURE}; make them with --only {FIGURE}"
+    else:
+        expected = NOTHING.format(where=f"to {out}") + (PRINTED if printed else "")
+    assert one_line(err) == f"cnzsl: interrupted ({label}); {expected}", name
+    assert check_folder(out, command) == {} and not has_marker(out, command)
+    status, _, err = run(capsys, command, out)
+    assert status == 0, (name, err)
+    assert sorted(check_folder(out, command)) == sorted(command.files)  # and no staging folder left
+
+
 def test_a_signal_from_outside_mid_run_writes_nothing_and_the_rerun_works(tmp_path, tiny, capsys):
     """train, czsl, variance and figures in subprocesses, all at once (their start-ups
     overlap), each sent the signal its in-process test does not raise while it waits at a
-    write with its lock held; then the rerun into the same folder.  (landscape and probe get
-    their real signal in-process only: two more interpreters cost about 10 s on two busy cores.)"""
+    write with its lock held; then the rerun into the same folder.  (landscape and probe:
+    both signals, in their long phase, in the next test.)"""
     outside = {name: signal.SIGTERM if sig == signal.SIGINT else signal.SIGINT for name, sig in SIGNALS.items()
                if name in ("train", "czsl", "variance", "figures")}
     procs = {}
@@ -511,20 +690,45 @@ def test_a_signal_from_outside_mid_run_writes_nothing_and_the_rerun_works(tmp_pa
     for name, proc in procs.items():
         wait_for(tmp_path / name / "gate.waiting", proc)
         proc.send_signal(outside[name])
-    for name, proc in procs.items():
-        command, out = COMMANDS[name], tmp_path / name / "out"
-        _, err = proc.communicate(timeout=120)
-        code, label = STATUS[outside[name]]
-        assert proc.returncode == code, (name, err)
-        if name == "figures":
-            expected = f"no figure was written to {out}; not written: {FIGURE}; make them with --only {FIGURE}"
-        else:
-            expected = NOTHING.format(where=f"to {out}") + PRINTED  # every command prints before writing
-        assert one_line(err) == f"cnzsl: interrupted ({label}); {expected}", name
-        assert check_folder(out, command) == {} and not has_marker(out, command)
-        status, _, err = run(capsys, command, out)
-        assert status == 0, (name, err)
-        assert sorted(check_folder(out, command)) == sorted(command.files)
+    for name, proc in procs.items():  # every command prints before writing
+        check_stopped_then_rerun(capsys, name, proc, tmp_path / name / "out", outside[name])
+
+
+LONG_PHASE = {"landscape": "landscape.comparison:loss_slice_2d", "probe": "figures.probe_battery:loss_slice_2d"}
+
+
+@pytest.mark.parametrize("name", list(LONG_PHASE))
+def test_sigint_and_sigterm_from_outside_in_the_long_phase_write_nothing_and_the_rerun_works(name, tmp_path, tiny,
+                                                                                           capsys):
+    """landscape and probe, each in two subprocesses at once, stopped from outside while they
+    compute (at the first loss slice: the models trained and their trajectories probed,
+    nothing printed or written yet), one with SIGINT, one with SIGTERM; then the rerun."""
+    procs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        folder = tmp_path / sig.name
+        folder.mkdir()
+        procs[sig] = start(folder, name, folder / "out", at=LONG_PHASE[name])
+    for sig, proc in procs.items():
+        wait_for(tmp_path / sig.name / "gate.waiting", proc)
+        out = tmp_path / sig.name / "out"  # mid-run: the lock held, the staging folder there, no file published
+        assert (out / LOCK_NAME).exists() and len(list(out.glob(f"{STAGING_PREFIX}*"))) == 1
+        assert snapshot(out, COMMANDS[name]) == {}
+        proc.send_signal(sig)
+    for sig, proc in procs.items():
+        check_stopped_then_rerun(capsys, name, proc, tmp_path / sig.name / "out", sig, printed=False)
+
+
+def test_a_second_ctrl_c_while_the_process_exits_is_no_traceback(tmp_path, tiny, capsys):
+    """After the line, the interpreter's exit runs torch's and multiprocessing's exit hooks;
+    a second Ctrl-C there used to print "Exception ignored in atexit callback" and a traceback
+    (or, later in the exit, kill the process by SIGINT).  The command's status is decided
+    then: the process ignores both signals from there on."""
+    command, out = COMMANDS["train"], tmp_path / "out"
+    proc = start(tmp_path, "train", out, at=command.signal_at, ctrl_c_at_exit=True)
+    wait_for(tmp_path / "gate.waiting", proc)
+    proc.send_signal(signal.SIGTERM)
+    check_stopped_then_rerun(capsys, "train", proc, out, signal.SIGTERM)  # 143, the one line, no traceback
+    assert (tmp_path / "gate.exited").exists()  # the exit hooks ran to their end
 
 
 # ------------------------------------------------------------------------- corrupted .pt

@@ -145,11 +145,13 @@ def test_czsl_json_says_which_metric_is_percent_and_which_a_fraction(tmp_path, m
     units = doc["units"]
     (row,) = doc["rows"]
     (seed,) = row["per_seed"]
-    for metric in ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting", "mUA_from_0", "forgetting_authors"):
+    for metric in ("mSA", "mUA", "mH", "mAUC", "mJA", "forgetting", "mUA_from_0", "forgetting_authors",
+                   "mSA_samples", "mUA_from_0_samples", "mH_samples"):
         assert units[f"rows[].{metric}.mean"] == units[f"rows[].per_seed[].summary.{metric}"] == "percent"
         assert row[metric]["std"] is None and row[metric]["mean"] == seed["summary"][metric]
     for field in ("seen_accuracy", "unseen_accuracy", "harmonic", "ausuc", "joint_accuracy", "task_accuracies",
-                  "generalized_task_accuracies"):
+                  "generalized_task_accuracies", "seen_accuracy_samples", "unseen_accuracy_samples",
+                  "harmonic_samples"):
         assert units[f"rows[].per_seed[].evaluations[].{field}"] == units[f"rows[].per_seed[].before.{field}"] \
             == "fraction"
     assert {k.rsplit(".", 1)[1] for k in units if ".evaluations[]." in k} == \

@@ -1,4 +1,5 @@
-"""CZSL metrics (docs/science.md section 6.3): mSA, mUA, mH, mAUC, mJA and forgetting of a single-head model.
+"""CZSL metrics (docs/science.md section 6.3): mSA, mUA, mH, mAUC, mJA and forgetting of a single-head model,
+per-class means and the authors' sample means.
 
 Setting: ``T`` tasks, each a disjoint set of classes, together covering all ``C`` logit
 columns.  After learning tasks ``1..t`` the model scores the test samples of **every**
@@ -42,6 +43,33 @@ reported, under their own names:
       forgetting_authors = mean_{t=2..T} mean_{j=1..t-1} ( max_{l=1..t-1} A_{l,j} - A_{t,j} )
 
   (0 when T = 1).  The maximum also runs over steps before task j was learned, as theirs does.
+
+* **sample means**: their seen and unseen accuracies (``compute_acc_for_classes`` with
+  ``restrict_space=False``) are the fraction of correctly classified test samples, with no
+  per-class balancing.  From the same generalized predictions ``ŷ`` as ``SA_t`` and
+  ``UA_t``, with ``n_S`` and ``n_U`` the numbers of test samples of the classes in ``S_t``
+  and ``U_t``::
+
+      SA_t^sample = (1/n_S) Σ_{n: y_n ∈ S_t} [ŷ_n = y_n]     t = 1..T    (NaN at t = 0)
+      UA_t^sample = (1/n_U) Σ_{n: y_n ∈ U_t} [ŷ_n = y_n]     t = 0..T-1  (NaN at t = T)
+      H_t^sample  = harmonic_mean(SA_t^sample, UA_t^sample)  t = 1..T-1
+
+      mSA_samples        = mean_{t=1..T}   SA_t^sample
+      mUA_from_0_samples = mean_{t=0..T-1} UA_t^sample
+      mH_samples         = mean_{t=1..T-1} H_t^sample
+
+  Ranges and order as in their ``LLLTrainer`` (universome/class-norm, commit 0a4cdd6):
+  the unseen accuracies come from the logits saved before every task, ``t = 0..T-1``,
+  and the printed mean runs over those T values (hence ``_from_0``, as ``mUA_from_0``);
+  the seen accuracies come from the logits after every task, ``t = 1..T``.  The harmonic
+  mean is taken **per step**, from the two sample means at the same ``t = 1..T-1``
+  (``compute_harmonic_mean_accuracy``), **then** averaged over the steps (``np.mean`` in
+  ``src/run.py``): the order of the toolkit's ``mH``.  Their code never averages the seen
+  accuracies; ``mSA_samples`` takes the range where they are defined, as ``mSA`` does.
+  Their harmonic mean adds 1e-8 to the denominator, which is left out here (a relative
+  difference below ``1e-8 / (SA + UA)``; both give 0 when SA = UA = 0).  With equally
+  many test samples in every class each sample mean equals its per-class mean.  AUSUC and
+  joint accuracy have no sample-mean variant here.
 """
 
 from __future__ import annotations
@@ -78,13 +106,20 @@ class TaskEvaluation:
     # [T] A_{t,j}, j = 1..T: argmax over all C, sample mean over task j's test samples (the
     # authors' forgetting); empty when the evaluation was built by hand without them
     generalized_task_accuracies: list[float] = field(default_factory=list)
+    # the authors' sample means (module docstring) from the same predictions: fraction of
+    # correct test samples, no per-class balancing; NaN where the per-class one is NaN, or
+    # when the evaluation was built by hand without them
+    seen_accuracy_samples: float = math.nan  # SA_t^sample on the samples of S_t
+    unseen_accuracy_samples: float = math.nan  # UA_t^sample on the samples of U_t
+    harmonic_samples: float = math.nan  # H_t^sample = harmonic mean of the two sample means
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_accuracies", [float(a) for a in self.task_accuracies])
         object.__setattr__(self, "generalized_task_accuracies", [float(a) for a in self.generalized_task_accuracies])
         for f in fields(self):
             values = getattr(self, f.name)
-            nan_ok = f.name in ("seen_accuracy", "unseen_accuracy", "harmonic", "ausuc")
+            nan_ok = f.name in ("seen_accuracy", "unseen_accuracy", "harmonic", "ausuc", "seen_accuracy_samples",
+                                "unseen_accuracy_samples", "harmonic_samples")
             for k, v in enumerate(values if isinstance(values, list) else [values]):
                 name = f"{f.name}[{k}]" if isinstance(values, list) else f.name
                 if not ((nan_ok and math.isnan(v)) or 0.0 <= v <= 1.0):
@@ -105,7 +140,7 @@ class CZSLSummary:
 
     ``forgetting`` lies in [-1, 1]: it is negative when later tasks *raised* the final
     task-restricted accuracy of earlier tasks above their best earlier value (Chaudhry
-    et al. 2018 do not clip it).  mUA, mH and mAUC are NaN for a single task.
+    et al. 2018 do not clip it).  mUA, mH, mAUC and mH_samples are NaN for a single task.
     """
 
     mSA: float  # mean_{t=1..T} seen accuracy
@@ -118,6 +153,9 @@ class CZSLSummary:
     mUA_from_0: float = math.nan  # mean_{t=0..T-1} unseen accuracy
     mAUC_from_0: float = math.nan  # mean_{t=0..T-1} AUSUC, AUC_0 = UA_0
     forgetting_authors: float = math.nan  # generalized accuracies, max over all earlier steps, mean over t
+    mSA_samples: float = math.nan  # mean_{t=1..T} SA_t^sample (sample mean, not per class)
+    mUA_from_0_samples: float = math.nan  # mean_{t=0..T-1} UA_t^sample
+    mH_samples: float = math.nan  # mean_{t=1..T-1} H_t^sample (harmonic per step, then the mean)
 
     def percent(self) -> dict[str, float]:
         """Every metric times 100, keyed by field name (the paper prints forgetting as a
@@ -238,7 +276,8 @@ def evaluate_time_step(
 
     Returns:
         :class:`TaskEvaluation` with ``t`` task-restricted accuracies; NaN for ``SA``, ``H``,
-        ``AUC`` at ``t = 0`` and for ``UA``, ``H``, ``AUC`` at ``t = T``.
+        ``AUC`` at ``t = 0`` and for ``UA``, ``H``, ``AUC`` at ``t = T`` (per-class and
+        sample means alike).
 
     Raises:
         TypeError: labels or a task not a 1-D integer tensor; ``t`` not an int.
@@ -262,7 +301,10 @@ def evaluate_time_step(
     for i in range(t):
         mine = label_task == i
         task_accuracies.append(zsl_accuracy(logits[mine], labels[mine], tasks[i]))
-    hits = (predictions == labels).double()
+    hits = (predictions == labels).double()  # [n]
+    # the authors' sample means: correct samples over samples, every sample weighs the same
+    seen_samples = float(hits[is_seen].mean()) if t > 0 else nan
+    unseen_samples = float(hits[~is_seen].mean()) if t < len(tasks) else nan
     generalized = (torch.zeros(len(tasks), dtype=torch.float64, device=hits.device).index_add_(0, label_task, hits)
                    / torch.bincount(label_task, minlength=len(tasks)).double())
     return TaskEvaluation(
@@ -273,6 +315,9 @@ def evaluate_time_step(
         joint_accuracy=per_class_accuracy(predictions, labels),
         task_accuracies=task_accuracies,
         generalized_task_accuracies=generalized.tolist(),
+        seen_accuracy_samples=seen_samples,
+        unseen_accuracy_samples=unseen_samples,
+        harmonic_samples=harmonic_mean(seen_samples, unseen_samples) if defined else nan,
     )
 
 
@@ -304,8 +349,10 @@ def summarize(evaluations: Sequence[TaskEvaluation], *, before: TaskEvaluation |
     """Time-step averages of the evaluations after tasks ``t = 1..T`` (module docstring).
 
     ``before``, the evaluation at ``t = 0`` (untrained model), adds the authors'
-    ``mUA_from_0`` and ``mAUC_from_0``; ``forgetting_authors`` needs every evaluation's
-    :attr:`~TaskEvaluation.generalized_task_accuracies`.  Either is NaN without its input.
+    ``mUA_from_0``, ``mAUC_from_0`` and ``mUA_from_0_samples``; ``forgetting_authors`` needs
+    every evaluation's :attr:`~TaskEvaluation.generalized_task_accuracies`, the sample-mean
+    metrics their ``*_samples`` fields (``evaluate_time_step`` fills both).  Each is NaN
+    without its input.
 
     ``T = len(evaluations)``; ``evaluations[t - 1]`` must be the evaluation at time step
     t (``t`` task accuracies), with ``UA`` defined exactly before the last step.  mSA and
@@ -367,8 +414,9 @@ def summarize(evaluations: Sequence[TaskEvaluation], *, before: TaskEvaluation |
                              f"{before if not isinstance(before, TaskEvaluation) else f't = {before.time_step}'}")
         ua_from_0 = _mean([before.unseen_accuracy] + [ev.unseen_accuracy for ev in head])
         auc_from_0 = _mean([before.unseen_accuracy] + [ev.ausuc for ev in head])
+        ua_from_0_samples = _mean([before.unseen_accuracy_samples] + [ev.unseen_accuracy_samples for ev in head])
     else:
-        ua_from_0 = auc_from_0 = math.nan
+        ua_from_0 = auc_from_0 = ua_from_0_samples = math.nan
     history = [ev.generalized_task_accuracies for ev in evaluations]
     by_authors = forgetting_authors(history) if all(len(row) == num_tasks for row in history) else math.nan
     return CZSLSummary(
@@ -381,4 +429,7 @@ def summarize(evaluations: Sequence[TaskEvaluation], *, before: TaskEvaluation |
         mUA_from_0=ua_from_0,
         mAUC_from_0=auc_from_0,
         forgetting_authors=by_authors,
+        mSA_samples=_mean([ev.seen_accuracy_samples for ev in evaluations]),
+        mUA_from_0_samples=ua_from_0_samples,
+        mH_samples=_mean([ev.harmonic_samples for ev in head]),
     )
