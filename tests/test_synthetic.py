@@ -13,6 +13,7 @@ from analysis.gbu import read_att_splits
 from analysis.model import preset_config
 from analysis.synthetic import (
     SEEN_BIAS,
+    SEMI_SYNTHETIC,
     SYNTHETIC_PRESETS,
     SyntheticSpec,
     make_semi_synthetic,
@@ -212,3 +213,14 @@ def test_errors():
     assert torch.isfinite(one_seen).all()
     with pytest.raises(TypeError, match=r"unknown generator parameter\(s\) \['nois'\]"):
         make_semi_synthetic(real_att_splits("CUB"), nois=1.0)
+
+
+def test_semi_synthetic_uses_the_preset_with_the_real_attributes_jitter():
+    # real attributes differ less between classes than synthetic ones: tau is SEMI_SYNTHETIC's,
+    # everything else the preset's, and an explicit knob wins over both
+    path = real_att_splits("CUB")
+    knobs = make_semi_synthetic(path, seed=0, feature_dim=16).provenance["knobs"]
+    assert knobs == {**SYNTHETIC_PRESETS["CUB"].generator_knobs(), **SEMI_SYNTHETIC}
+    assert knobs["instance_jitter"] == 1.0 != SYNTHETIC_PRESETS["CUB"].instance_jitter
+    assert make_semi_synthetic(path, seed=0, feature_dim=16, instance_jitter=2.5).provenance["knobs"][
+        "instance_jitter"] == 2.5
