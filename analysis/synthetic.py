@@ -142,8 +142,8 @@ SEEN_BIAS: dict[str, float] = {
 # Real attributes (semi-synthetic mode) differ less between classes than the presets'
 # synthetic ones: the presets' jitter tau = 2 to 2.25 hides most of the class signal there
 # (CN, 20 epochs, seed 1, data seed 0: ZSL-U 21.1 on CUB, 36.1 on AWA2, 16.2 on SUN), so
-# real attributes get tau = 1 (ZSL-U 43.9 on CUB, 62.4 on AWA2; H with the factor 0.95
-# 53.4 and 67.3, beside the published 50.3 and 67.6 on real features).
+# real attributes get tau = 1 (ZSL-U 43.9 on CUB, 62.4 on AWA2, 41.0 on SUN; H with the
+# factor 0.95 53.4, 67.3 and 49.0, beside the published 50.3, 67.6 and 43.1 on real features).
 SEMI_SYNTHETIC: dict[str, float] = {"instance_jitter": 1.0}
 
 # Real GBU sizes (Xian et al. 2018, proposed splits): N / d_a / seen + unseen, and the
