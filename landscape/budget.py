@@ -10,7 +10,7 @@ throwaway copy of the model, six training steps, one probe), :func:`work_counts`
 budget into counts, :func:`expected_seconds` multiplies, and :func:`expected_time_line` is
 the line the command prints before the long work starts.
 
-Budgets (issue i18: the old default, 5 epochs and 21 x 21 slice points, took 3.3 min on a
+Budgets (issue 18: the old default, 5 epochs and 21 x 21 slice points, took 3.3 min on a
 loaded 2-core VM for synthetic AWA2, 127 CPU-seconds; ``bench/RESULTS.md``):
 :data:`DEFAULT_BUDGET` aims at 1-2 minutes on two CPU cores for AWA2, :data:`FAST_BUDGET`
 at a smoke run well under a minute.  An entry given explicitly (an option on the command
@@ -40,7 +40,7 @@ __all__ = ["DEFAULT_BUDGET", "FAST_BUDGET", "LandscapeEstimate", "UnitCosts", "W
            "expected_time_line", "format_duration", "measure_unit_costs", "work_counts"]
 
 # The entries of LandscapeRun that set the cost (and the cnzsl landscape options of the same names).
-# Before issue i18 the default was epochs 5, slice_points 21 (the rest as below).
+# Before issue 18 the default was epochs 5, slice_points 21 (the rest as below).
 DEFAULT_BUDGET: dict[str, int] = {"epochs": 2, "probe_every": 25, "lanczos_max_steps": 40, "slice_points": 15,
                                   "slice_samples": 2048}
 # --fast: one epoch (92 steps on AWA2: 4 probes per model), short Lanczos runs, a 5 x 5 slice
