@@ -12,7 +12,8 @@ through a fixed random nonlinear map, making zero-shot transfer learnable:
 
 with ``A`` [H, d_a] and ``B`` [d_z, H] Gaussian (H = 64) fixed for the data set,
 ``zeta_c ~ N(0, I_{d_z})`` a class-specific part the attributes cannot explain (it caps
-zero-shot accuracy, as real data does), ``tau`` the per-image variation of the expressed
+zero-shot accuracy, as real data does; ``unexplained_spread`` > 0 gives each class its own
+lognormal strength of it, :func:`unexplained_parts`, off in every preset), ``tau`` the per-image variation of the expressed
 attributes (intra-class variation along the same directions as the class differences)
 and ``eps_n ~ N(0, I_{d_z})`` i.i.d. noise.  Features are non-negative and
 non-isotropic, like pooled ResNet activations.
@@ -87,6 +88,7 @@ __all__ = [
     "make_synthetic",
     "synthesize_features",
     "synthetic_spec",
+    "unexplained_parts",
 ]
 
 
@@ -111,6 +113,7 @@ class SyntheticSpec:
     seen_confusion: float = 0.0  # m_s, share of a seen image's unexplained part from a look-alike seen class
     unseen_confusion: float = 0.0  # m_u, the same for an unseen image (the seen bias)
     confusion_temperature: float = 0.1  # T, softmax temperature over attribute cosines choosing look-alikes
+    unexplained_spread: float = 0.0  # s_rho, lognormal spread of the per-class strength of zeta_c (0: all equal)
 
     def generator_knobs(self) -> dict[str, float]:
         """The keyword arguments of :func:`synthesize_features` this spec sets."""
@@ -126,7 +129,7 @@ class SyntheticSpec:
 
 
 _KNOBS = ("class_separation", "unexplained", "instance_jitter", "noise", "sparsity_gain", "sparsity_offset",
-          "seen_confusion", "unseen_confusion", "confusion_temperature")
+          "seen_confusion", "unseen_confusion", "confusion_temperature", "unexplained_spread")
 
 # The seen-bias mechanism (module docstring), as every preset uses it; per-preset values below.
 SEEN_BIAS: dict[str, float] = {
@@ -202,6 +205,7 @@ def synthesize_features(
     seen_confusion: float = 0.0,
     unseen_confusion: float = 0.0,
     confusion_temperature: float = 0.1,
+    unexplained_spread: float = 0.0,
     generator: torch.Generator,
 ) -> Tensor:
     """Features ``[N, d_z]`` for ``labels`` [N] from class ``attributes`` [C, d_a] (module docstring).
@@ -225,6 +229,10 @@ def synthesize_features(
         seen_confusion, unseen_confusion: shares ``m_s, m_u`` in ``[0, 1]``.
         confusion_temperature: ``T > 0``.
         sparsity_gain, sparsity_offset: ``g > 0`` and ``o``.
+        unexplained_spread: ``s_rho >= 0``; each class's ``zeta_c`` is scaled by
+            ``r_c = exp(s_rho nu_c - s_rho^2 / 2)``, ``nu_c ~ N(0, 1)`` (so ``E r_c = 1``):
+            classes differ in how much of their appearance the attributes leave
+            unexplained (:func:`unexplained_parts`).  Off by default and in every preset.
 
     Raises:
         ValueError: on shapes, labels out of range, or a parameter out of its range.
@@ -243,6 +251,8 @@ def synthesize_features(
         )
     if not sparsity_gain > 0 or not math.isfinite(sparsity_offset):
         raise ValueError(f"need sparsity_gain > 0 and a finite sparsity_offset, got {sparsity_gain}, {sparsity_offset}")
+    if not 0 <= unexplained_spread < math.inf:
+        raise ValueError(f"need a finite unexplained_spread >= 0, got {unexplained_spread}")
     if not (0 <= seen_confusion <= 1 and 0 <= unseen_confusion <= 1) or not confusion_temperature > 0:
         raise ValueError(f"need seen_confusion and unseen_confusion in [0, 1] and confusion_temperature > 0, got "
                          f"{seen_confusion}, {unseen_confusion}, {confusion_temperature}")
@@ -253,7 +263,7 @@ def synthesize_features(
     hidden = 64
     a_map = torch.randn(hidden, d_a, generator=generator)  # A, applied to sqrt(d_a) a / sqrt(d_a)
     b_map = torch.randn(feature_dim, hidden, generator=generator) * (2.0 / math.sqrt(hidden))  # 2 B / sqrt(H)
-    zeta = torch.randn(c, feature_dim, generator=generator)  # zeta_c
+    zeta = unexplained_parts(c, feature_dim, unexplained_spread, generator)  # r_c zeta_c
     threshold = sparsity_offset / sparsity_gain
     specific = unexplained * zeta - threshold  # rho zeta_c - o / g (the pre-issue-14 rho xi_c - 1 at g = o = 1)
     attributes = attributes.float()
@@ -272,6 +282,20 @@ def synthesize_features(
         eps = torch.randn(chunk.numel(), feature_dim, generator=generator)
         out[chunk] = (mean + noise * eps).relu_()
     return out
+
+
+def unexplained_parts(num_classes: int, feature_dim: int, spread: float, generator: torch.Generator) -> Tensor:
+    """The class-specific parts ``r_c zeta_c`` ``[C, d_z]`` that the attributes cannot explain.
+
+    ``zeta_c ~ N(0, I_{d_z})`` and ``r_c = exp(spread nu_c - spread^2 / 2)`` with
+    ``nu_c ~ N(0, 1)``, a lognormal strength of mean 1 (``spread`` = 0: ``r_c = 1`` and no
+    draw for ``nu``, so the generator's later draws are those of the generator without it).
+    """
+    zeta = torch.randn(num_classes, feature_dim, generator=generator)
+    if spread == 0:
+        return zeta
+    nu = torch.randn(num_classes, 1, generator=generator)
+    return zeta * torch.exp(spread * nu - spread ** 2 / 2)
 
 
 def _lookalikes(
@@ -350,7 +374,8 @@ def make_semi_synthetic(
 
     The generator's parameters (``knobs``: any of ``class_separation``, ``unexplained``,
     ``instance_jitter``, ``noise``, ``sparsity_gain``, ``sparsity_offset``,
-    ``seen_confusion``, ``unseen_confusion``, ``confusion_temperature``) default to the
+    ``seen_confusion``, ``unseen_confusion``, ``confusion_temperature``,
+    ``unexplained_spread``) default to the
     preset of the data set the folder is named after, else to the :class:`SyntheticSpec`
     defaults with :data:`SEEN_BIAS`; the seen bias is on in both cases, and in both the
     instance jitter is that of :data:`SEMI_SYNTHETIC` (real attributes differ less between

@@ -20,6 +20,7 @@ from analysis.synthetic import (
     make_synthetic,
     synthesize_features,
     synthetic_spec,
+    unexplained_parts,
 )
 from analysis.training import TrainConfig, train_model
 from tests.conftest import TINY_SPEC, real_att_splits
@@ -108,6 +109,50 @@ def test_without_confusion_the_seen_classes_change_nothing():
     z_seen = synthesize_features(att, labels, feature_dim=64, seen_classes=torch.tensor([0, 1, 2]),
                                  generator=torch.Generator().manual_seed(0))
     assert torch.equal(z, z_seen)
+
+
+def test_unexplained_parts_have_a_lognormal_strength_of_mean_one():
+    # spread 0: exactly the generator's next C x d_z normals; spread s: row c scaled by
+    # exp(s nu_c - s^2 / 2) with nu_c the C normals drawn after them
+    c, d, s = 4000, 3, 0.5
+    plain = unexplained_parts(c, d, 0.0, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, torch.randn(c, d, generator=torch.Generator().manual_seed(3)))
+    g = torch.Generator().manual_seed(3)
+    zeta, nu = torch.randn(c, d, generator=g), torch.randn(c, 1, generator=g)
+    spread = unexplained_parts(c, d, s, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(spread, zeta * torch.exp(s * nu - s * s / 2), rtol=1e-6, atol=0)
+    r = (spread / zeta)[:, 0].double()  # r_c, lognormal: mean 1, variance exp(s^2) - 1
+    se = ((torch.exp(torch.tensor(s * s)) - 1) / c).sqrt()
+    assert abs(float(r.mean()) - 1) < 4 * float(se), (float(r.mean()), float(se))
+    assert float(r.log().std()) == pytest.approx(s, rel=0.05)
+
+
+def test_without_spread_the_features_are_those_of_the_presets_generator():
+    att, labels = torch.rand(5, 6), torch.tensor([0, 1, 2, 3, 4] * 20)
+    kw = dict(feature_dim=64, seen_classes=torch.tensor([0, 1, 2]), unseen_confusion=0.3, seen_confusion=0.2)
+    z = synthesize_features(att, labels, **kw, generator=torch.Generator().manual_seed(0))
+    z0 = synthesize_features(att, labels, **kw, unexplained_spread=0.0, generator=torch.Generator().manual_seed(0))
+    z1 = synthesize_features(att, labels, **kw, unexplained_spread=0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(z, z0) and not torch.equal(z, z1)
+    assert all(spec.unexplained_spread == 0 for spec in SYNTHETIC_PRESETS.values())
+
+
+def test_a_class_with_a_stronger_unexplained_part_has_features_farther_from_the_others():
+    # every class has the same attributes, no noise, no jitter, linear regime (o = -20, g
+    # small): class means differ only by r_c rho zeta_c, so a class's distance to the mean
+    # of the classes grows with r_c (Spearman correlation near 1)
+    c, d = 40, 512
+    att, labels = torch.ones(c, 6), torch.arange(c)
+    kw = dict(feature_dim=d, noise=0.0, instance_jitter=0.0, sparsity_gain=0.05, sparsity_offset=-1.0)
+    z = synthesize_features(att, labels, **kw, unexplained_spread=0.8, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    torch.randn(64, 6, generator=g), torch.randn(d, 64, generator=g)  # A and B, drawn first
+    torch.randn(c, d, generator=g)  # zeta
+    r = torch.exp(0.8 * torch.randn(c, generator=g) - 0.32)  # r_c, by the formula
+    distance = (z - z.mean(dim=0)).norm(dim=1)
+    rank = lambda v: v.argsort().argsort().double()  # noqa: E731
+    spearman = float(torch.corrcoef(torch.stack([rank(distance), rank(r)]))[0, 1])
+    assert spearman > 0.95, spearman
 
 
 def _centered_cosine(a, b):
@@ -200,6 +245,10 @@ def test_errors():
         synthesize_features(att, y, sparsity_gain=0.0, generator=g)
     with pytest.raises(ValueError, match=r"seen_confusion and unseen_confusion in \[0, 1\]"):
         synthesize_features(att, y, unseen_confusion=1.5, seen_classes=torch.tensor([0, 1]), generator=g)
+    with pytest.raises(ValueError, match="need a finite unexplained_spread >= 0, got -0.1"):
+        synthesize_features(att, y, unexplained_spread=-0.1, generator=g)
+    with pytest.raises(ValueError, match="need a finite unexplained_spread >= 0, got nan"):
+        synthesize_features(att, y, unexplained_spread=float("nan"), generator=g)
     with pytest.raises(ValueError, match="confusion_temperature > 0"):
         synthesize_features(att, y, confusion_temperature=0.0, generator=g)
     with pytest.raises(ValueError, match="needs seen_classes"):
