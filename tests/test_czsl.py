@@ -52,6 +52,25 @@ def test_every_method_runs_and_is_deterministic(tiny_data, method):
     assert all(0 <= s[k] <= 100 for k in ("mSA", "mUA", "mH", "mJA")) and math.isfinite(s["forgetting"])
 
 
+def test_a_methods_rows_do_not_depend_on_the_other_methods_of_the_command(tmp_path, capsys):
+    # each run is seeded by its own (method, CN, seed): `--method all` can be split across
+    # commands (or machines) and the rows are the same (the authors' protocol, whose
+    # multitask continues one model; the toolkit's runs through the same loop)
+    def rows(methods, name, protocol="authors"):
+        args = ["czsl", "--dataset", "CUB", "--method", methods, "--seeds", "1,2", "--tasks", "2",
+                "--epochs-per-task", "1", "--batch-size", "512", "--protocol", protocol, "--out", str(tmp_path / name),
+                "--no-progress"]
+        assert main(args) == 0
+        return {(r["method"], r["cn"]): r for r in json.loads((tmp_path / name / "czsl.json").read_text())["rows"]}
+
+    together = rows("sequential,ewc,multitask", "all")
+    alone = {**rows("ewc", "ewc"), **rows("multitask,sequential", "rest")}
+    assert together.keys() == alone.keys()
+    for key in together:
+        assert together[key] == alone[key], key
+    capsys.readouterr()
+
+
 def test_cli_writes_the_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "czsl"
     rc = main(["czsl", "--dataset", "CUB", "--method", "sequential,agem", "--both-cn", "--seeds", "1",
