@@ -13,9 +13,9 @@ through a fixed random nonlinear map, making zero-shot transfer learnable:
 with ``A`` [H, d_a] and ``B`` [d_z, H] Gaussian (H = 64) fixed for the data set,
 ``zeta_c ~ N(0, I_{d_z})`` a class-specific part the attributes cannot explain (it caps
 zero-shot accuracy, as real data does; ``unexplained_spread`` > 0 gives each class its own
-lognormal strength of it, :func:`unexplained_parts`, off in every preset), ``tau`` the per-image variation of the expressed
-attributes (intra-class variation along the same directions as the class differences)
-and ``eps_n ~ N(0, I_{d_z})`` i.i.d. noise.  Features are non-negative and
+lognormal strength of it, :func:`unexplained_parts`, off in every preset), ``tau`` the
+per-image variation of the expressed attributes (intra-class variation along the same
+directions as the class differences) and ``eps_n ~ N(0, I_{d_z})`` i.i.d. noise.  Features are non-negative and
 non-isotropic, like pooled ResNet activations.
 
 **Seen bias: a backbone that knows the seen classes** (issue 14).  Real GBU features come
@@ -375,8 +375,8 @@ def make_semi_synthetic(
     The generator's parameters (``knobs``: any of ``class_separation``, ``unexplained``,
     ``instance_jitter``, ``noise``, ``sparsity_gain``, ``sparsity_offset``,
     ``seen_confusion``, ``unseen_confusion``, ``confusion_temperature``,
-    ``unexplained_spread``) default to the
-    preset of the data set the folder is named after, else to the :class:`SyntheticSpec`
+    ``unexplained_spread``) default to the preset of the data set the folder is named
+    after, else to the :class:`SyntheticSpec`
     defaults with :data:`SEEN_BIAS`; the seen bias is on in both cases, and in both the
     instance jitter is that of :data:`SEMI_SYNTHETIC` (real attributes differ less between
     classes than synthetic ones).
