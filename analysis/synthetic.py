@@ -15,8 +15,8 @@ with ``A`` [H, d_a] and ``B`` [d_z, H] Gaussian (H = 64) fixed for the data set,
 zero-shot accuracy, as real data does; ``unexplained_spread`` > 0 gives each class its own
 lognormal strength of it, :func:`unexplained_parts`, off in every preset), ``tau`` the
 per-image variation of the expressed attributes (intra-class variation along the same
-directions as the class differences) and ``eps_n ~ N(0, I_{d_z})`` i.i.d. noise.  Features are non-negative and
-non-isotropic, like pooled ResNet activations.
+directions as the class differences) and ``eps_n ~ N(0, I_{d_z})`` i.i.d. noise.
+Features are non-negative and non-isotropic, like pooled ResNet activations.
 
 **Seen bias: a backbone that knows the seen classes** (issue 14).  Real GBU features come
 from a ResNet trained on ImageNet, whose classes overlap the seen classes of the proposed
