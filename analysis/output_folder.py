@@ -183,9 +183,8 @@ class FolderLock:
                  tb: TracebackType | None) -> None:
         failed_in_new_folder = exc_type is not None and self._created
         with signals_held(exc):  # a second Ctrl-C cannot leave the lock behind (analysis.interrupts)
-            if self._fd is not None:  # leave no lock file behind; removed while still held
-                (self.out / LOCK_NAME).unlink(missing_ok=True)
             if self._fd is not None:
+                (self.out / LOCK_NAME).unlink(missing_ok=True)  # leave no lock file; removed while still held
                 os.close(self._fd)  # closing releases the flock
                 self._fd = None
             if failed_in_new_folder:

@@ -58,7 +58,7 @@ def measure(data, row: str, config: TrainConfig) -> dict[str, float]:
         e = evaluate(model, data, attribute_norm=config.attribute_norm, seen_logit_scale=factor).percent()
         tag = f"{factor:g}"
         out.update({f"U@{tag}": e["gzsl_unseen"], f"S@{tag}": e["gzsl_seen"], f"H@{tag}": e["gzsl_harmonic"]})
-        out["ZSL-U"], out["AUSUC"] = e["zsl_unseen"], e["ausuc"]
+    out["ZSL-U"], out["AUSUC"] = e["zsl_unseen"], e["ausuc"]  # neither depends on the factor
     attributes = normalize_attributes(data.attributes, config.attribute_norm)
     tests = torch.cat([data.test_seen, data.test_unseen])
     cos = class_logits(model, data.features[tests], attributes) / model.config.gamma ** 2  # [n, C]
