@@ -35,6 +35,18 @@ def test_oracle_cosines_are_cosines_to_the_class_means_by_hand() -> None:
     assert realism.oracle_cosines(tilted, torch.tensor([0])).item() == pytest.approx(3 / 10 ** 0.5, rel=1e-6)
 
 
+def test_prototype_shrinkage_by_hand() -> None:
+    # seen prototypes (2, 0) and (0, 2): centre (1, 1), each at distance sqrt(2);
+    # unseen (1, 1) at 0 and (1, 3) at 2: mean 1 against sqrt(2)
+    protos = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0], [1.0, 3.0]])
+    value = realism.prototype_shrinkage(protos, torch.tensor([0, 1]), torch.tensor([2, 3]))
+    assert value == pytest.approx(1 / 2 ** 0.5, rel=1e-6, abs=0)
+    # the centre is the mean of the seen prototypes only: an unseen one far away does not move it
+    far = torch.tensor([[2.0, 0.0], [0.0, 2.0], [101.0, 1.0]])
+    assert realism.prototype_shrinkage(far, torch.tensor([0, 1]), torch.tensor([2])) == pytest.approx(
+        100 / 2 ** 0.5, rel=1e-6, abs=0)
+
+
 def test_every_column_follows_its_definition() -> None:
     data = make_synthetic(TINY, seed=0)
     config = TrainConfig(epochs=2, batch_size=32, seed=3, progress=False)
@@ -51,6 +63,11 @@ def test_every_column_follows_its_definition() -> None:
     assert out["cos_u"] == pytest.approx(float(cos[:, unseen].mean()), rel=1e-6, abs=0)
     assert out["near_s"] == pytest.approx(float(cos[:, seen].max(1).values.mean()), rel=1e-6, abs=0)
     assert out["near_s"] > out["cos_s"] and out["near_u"] > out["cos_u"]
+    with torch.no_grad():
+        protos = model.eval().prototypes(attributes)
+    centre = protos[seen].mean(0)
+    by_hand = (protos[unseen] - centre).norm(dim=1).mean() / (protos[seen] - centre).norm(dim=1).mean()
+    assert out["shrink"] == pytest.approx(float(by_hand), rel=1e-6, abs=0)
     for factor, tag in ((0.95, "0.95"), (1.0, "1")):
         e = evaluate(model, data, attribute_norm=config.attribute_norm, seen_logit_scale=factor).percent()
         assert (out[f"U@{tag}"], out[f"S@{tag}"], out[f"H@{tag}"]) == pytest.approx(
