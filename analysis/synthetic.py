@@ -37,6 +37,16 @@ AUSUC).  Two parameters of the generator produce that bias:
   image, the borrowed parts average out in an unseen class's mean, the most a prototype
   predicted from the attributes can reach, while each image carries its own look-alike's
   part with the full share m.
+* *seen images that resemble an unseen class* (``unseen_lookalike_fraction`` q,
+  ``unseen_lookalike_share`` w): a photograph of a seen class sometimes shows what defines
+  another class (a seen horse striped by shadows, an unseen zebra), and the backbone
+  describes what it shows.  A fraction q of the seen images express, instead of their
+  class's attributes, ``(1 - w) a_{y_n} + w a_{u_n}`` with ``u_n`` a look-alike **unseen**
+  class drawn by attribute similarity (same temperature T).  The unseen prototype predicted
+  from ``a_{u_n}`` then scores those images high: with no calibration they stay seen, but
+  as the calibration favours the unseen classes they are taken for unseen ones early, so
+  AUSUC falls below its bound (seen-only accuracy x ZSL-U) while GZSL-U, which the
+  look-alike confusion sets, hardly moves.
 * *sparse activations* (``sparsity_gain`` g, ``sparsity_offset`` o): pooled ResNet
   features are heavy-tailed, a class lighting up few channels strongly.  With dense
   features (g = o = 1) the prototypes the model predicts for unseen attributes are
@@ -114,6 +124,8 @@ class SyntheticSpec:
     unseen_confusion: float = 0.0  # m_u, the same for an unseen image (the seen bias)
     confusion_temperature: float = 0.1  # T, softmax temperature over attribute cosines choosing look-alikes
     unexplained_spread: float = 0.0  # s_rho, lognormal spread of the per-class strength of zeta_c (0: all equal)
+    unseen_lookalike_fraction: float = 0.0  # q, share of seen images that resemble a look-alike unseen class
+    unseen_lookalike_share: float = 0.0  # w, how much of that unseen class's attributes they express
 
     def generator_knobs(self) -> dict[str, float]:
         """The keyword arguments of :func:`synthesize_features` this spec sets."""
@@ -129,7 +141,8 @@ class SyntheticSpec:
 
 
 _KNOBS = ("class_separation", "unexplained", "instance_jitter", "noise", "sparsity_gain", "sparsity_offset",
-          "seen_confusion", "unseen_confusion", "confusion_temperature", "unexplained_spread")
+          "seen_confusion", "unseen_confusion", "confusion_temperature", "unexplained_spread",
+          "unseen_lookalike_fraction", "unseen_lookalike_share")
 
 # The seen-bias mechanism (module docstring), as every preset uses it; per-preset values below.
 SEEN_BIAS: dict[str, float] = {
@@ -206,6 +219,8 @@ def synthesize_features(
     unseen_confusion: float = 0.0,
     confusion_temperature: float = 0.1,
     unexplained_spread: float = 0.0,
+    unseen_lookalike_fraction: float = 0.0,
+    unseen_lookalike_share: float = 0.0,
     generator: torch.Generator,
 ) -> Tensor:
     """Features ``[N, d_z]`` for ``labels`` [N] from class ``attributes`` [C, d_a] (module docstring).
@@ -214,12 +229,18 @@ def synthesize_features(
     with ``zeta~_n = sqrt(1 - m) zeta_{y_n} + sqrt(m) zeta_{l_n}``, ``l_n`` a look-alike seen
     class drawn per image with probabilities ``softmax(cos(a_{y_n}, a_c) / T)`` over the
     seen classes ``c != y_n``, and ``m = seen_confusion`` or ``unseen_confusion`` by the
-    image's class.
+    image's class.  With ``unseen_lookalike_fraction`` q > 0, each image of a seen class
+    is, with probability q, one that resembles an unseen class: its expressed attributes
+    are ``(1 - w) a_{y_n} + w a_{u_n}`` (before the jitter), ``w = unseen_lookalike_share``
+    and ``u_n`` drawn with probabilities ``softmax(cos(a_{y_n}, a_c) / T)`` over the unseen
+    classes.
 
     The random map (A, B) and the class-specific parts are drawn first from ``generator``,
     then per sample the jitter, the look-alike (only when a confusion is positive) and the
     noise, so a seed fixes the whole data set; with no confusion the draws are those of the
-    generator before the seen-bias parameters (same features for g = o = 1).
+    generator before the seen-bias parameters (same features for g = o = 1).  The draws of
+    the unseen look-alikes (q > 0: after the jitter, a uniform per image, then a look-alike
+    per seen image) come only when q > 0, so q = 0 leaves every other draw unchanged.
 
     Args:
         attributes: ``[C, d_a]`` class attributes (rows are used through their cosines).
@@ -233,6 +254,8 @@ def synthesize_features(
             ``r_c = exp(s_rho nu_c - s_rho^2 / 2)``, ``nu_c ~ N(0, 1)`` (so ``E r_c = 1``):
             classes differ in how much of their appearance the attributes leave
             unexplained (:func:`unexplained_parts`).  Off by default and in every preset.
+        unseen_lookalike_fraction, unseen_lookalike_share: ``q`` and ``w`` in ``[0, 1]``;
+            ``q > 0`` needs ``seen_classes`` and at least one unseen class.
 
     Raises:
         ValueError: on shapes, labels out of range, or a parameter out of its range.
@@ -256,7 +279,13 @@ def synthesize_features(
     if not (0 <= seen_confusion <= 1 and 0 <= unseen_confusion <= 1) or not confusion_temperature > 0:
         raise ValueError(f"need seen_confusion and unseen_confusion in [0, 1] and confusion_temperature > 0, got "
                          f"{seen_confusion}, {unseen_confusion}, {confusion_temperature}")
+    if not (0 <= unseen_lookalike_fraction <= 1 and 0 <= unseen_lookalike_share <= 1):
+        raise ValueError(f"need unseen_lookalike_fraction and unseen_lookalike_share in [0, 1], got "
+                         f"{unseen_lookalike_fraction}, {unseen_lookalike_share}")
     confused = seen_confusion > 0 or unseen_confusion > 0
+    resembling = unseen_lookalike_fraction > 0
+    if resembling:
+        unseen_lookalike, is_seen, unseen_index = _unseen_lookalikes(attributes, seen_classes, confusion_temperature)
     if confused:
         lookalike, share, seen_index = _lookalikes(attributes, seen_classes, seen_confusion, unseen_confusion,
                                                    confusion_temperature)
@@ -272,7 +301,15 @@ def synthesize_features(
     for chunk in torch.arange(n).split(4096):  # bounded temporary memory
         y = labels[chunk]
         jitter = torch.randn(chunk.numel(), d_a, generator=generator) * (instance_jitter / math.sqrt(d_a))
-        h = torch.tanh((attributes[y] + jitter) @ a_map.T)  # [n, H]
+        expressed = attributes[y]
+        if resembling:  # a fraction q of the seen images express a share w of a look-alike unseen class
+            picked = (torch.rand(y.numel(), generator=generator) < unseen_lookalike_fraction) & is_seen[y]
+            rows = picked.nonzero().squeeze(1)
+            if rows.numel():
+                u = unseen_index[torch.multinomial(unseen_lookalike[y[rows]], 1, generator=generator).squeeze(1)]
+                expressed = expressed.clone()
+                expressed[rows] = (1 - unseen_lookalike_share) * expressed[rows] + unseen_lookalike_share * attributes[u]
+        h = torch.tanh((expressed + jitter) @ a_map.T)  # [n, H]
         part = specific[y]  # [n, d_z]
         if confused:  # an image carries a share m of its look-alike seen class's zeta
             other = seen_index[torch.multinomial(lookalike[y], 1, generator=generator).squeeze(1)]  # l_n
@@ -321,6 +358,24 @@ def _lookalikes(
     if seen.numel() == 1:  # only unseen images borrow (seen_confusion is 0): keep the row finite
         logits[seen] = 0.0
     return torch.softmax(logits, dim=1), share, seen
+
+
+def _unseen_lookalikes(attributes: Tensor, seen_classes: Tensor | None, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Look-alike probabilities ``[C, K_u]`` over the unseen classes
+    (``softmax(cos(a_c, a_u) / T)``), the seen mask ``[C]`` and the unseen indices ``[K_u]``."""
+    c = attributes.shape[0]
+    if seen_classes is None:
+        raise ValueError("unseen_lookalike_fraction > 0 needs seen_classes (seen images resemble the other classes)")
+    seen = torch.as_tensor(seen_classes, dtype=torch.int64).reshape(-1)
+    if seen.numel() and (int(seen.min()) < 0 or int(seen.max()) >= c):
+        raise ValueError(f"seen_classes must be indices in [0, {c - 1}], got {seen.tolist()}")
+    is_seen = torch.zeros(c, dtype=torch.bool)
+    is_seen[seen] = True
+    unseen = (~is_seen).nonzero().squeeze(1)
+    if unseen.numel() == 0:
+        raise ValueError("unseen_lookalike_fraction > 0 needs at least one unseen class (every class is in seen_classes)")
+    unit = attributes.float() / attributes.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return torch.softmax(unit @ unit[unseen].T / temperature, dim=1), is_seen, unseen
 
 
 def _balanced_labels(classes: Tensor, count: int, generator: torch.Generator) -> Tensor:

@@ -273,3 +273,84 @@ def test_semi_synthetic_uses_the_preset_with_the_real_attributes_jitter():
     assert knobs["instance_jitter"] == 1.0 != SYNTHETIC_PRESETS["CUB"].instance_jitter
     assert make_semi_synthetic(path, seed=0, feature_dim=16, instance_jitter=2.5).provenance["knobs"][
         "instance_jitter"] == 2.5
+
+
+# Seen images that resemble an unseen class (unseen_lookalike_fraction q, unseen_lookalike_share w).
+# With no noise, no jitter and no unexplained part, an image's features are a deterministic
+# function of the attributes it expresses, so which images were picked, and for which unseen
+# class, can be read off the features exactly.
+_PLAIN = dict(feature_dim=64, noise=0.0, instance_jitter=0.0, unexplained=0.0)
+
+
+def test_without_unseen_lookalikes_the_features_are_those_of_the_presets_generator():
+    att, labels = torch.rand(5, 6), torch.tensor([0, 1, 2, 3, 4] * 20)
+    kw = dict(feature_dim=64, seen_classes=torch.tensor([0, 1, 2]), unseen_confusion=0.3, seen_confusion=0.2)
+    z = synthesize_features(att, labels, **kw, generator=torch.Generator().manual_seed(0))
+    z0 = synthesize_features(att, labels, **kw, unseen_lookalike_fraction=0.0, unseen_lookalike_share=0.9,
+                             generator=torch.Generator().manual_seed(0))
+    z1 = synthesize_features(att, labels, **kw, unseen_lookalike_fraction=0.5, unseen_lookalike_share=0.9,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.equal(z, z0) and not torch.equal(z, z1)
+
+
+def test_a_picked_seen_image_expresses_the_mixture_of_its_attributes_with_its_lookalikes():
+    # class 0 seen, classes 1 (unseen, nearly class 0's attributes) and 2 (unseen, far):
+    # T small, so every picked image resembles class 1; with q = 1 every seen image is picked
+    att = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 2])
+    kw = dict(**_PLAIN, seen_classes=torch.tensor([0]), confusion_temperature=0.01, unseen_lookalike_fraction=1.0)
+    full = synthesize_features(att, labels, **kw, unseen_lookalike_share=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(full[0], full[2]) and torch.equal(full[1], full[2])  # a seen image shows class 1 only
+    part = synthesize_features(att, labels, **kw, unseen_lookalike_share=0.25, generator=torch.Generator().manual_seed(0))
+    # the same map (A, B are the generator's first draws) on a class whose attributes are the mixture
+    mixed = torch.cat([att, 0.75 * att[:1] + 0.25 * att[1:2]])
+    expect = synthesize_features(mixed, torch.tensor([3]), **_PLAIN, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(part[0], expect[0], rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(part[0], full[0])
+    # unseen images never resemble another class: the same features as without the mechanism
+    plain = synthesize_features(att, labels, **_PLAIN, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(part[2:], plain[2:]) and torch.equal(full[2:], plain[2:])
+    # ... even when the look-alikes are nearly uniform (T large): 50 images of class 2 keep their features
+    many = torch.tensor([0, 1] + [2] * 50)
+    flat = dict(_PLAIN, seen_classes=torch.tensor([0]), confusion_temperature=100.0, unseen_lookalike_share=1.0)
+    z = synthesize_features(att, many, **flat, unseen_lookalike_fraction=1.0, generator=torch.Generator().manual_seed(0))
+    assert (z[2:] == z[2]).all()
+    torch.testing.assert_close(z[2], plain[3], rtol=1e-6, atol=1e-6)
+
+
+def test_the_fraction_picked_and_the_lookalikes_follow_q_and_the_softmax():
+    # class 0 seen; unseen classes 1 and 2 at attribute cosines 0.8 and 0.6 to class 0, T = 0.1:
+    # a picked image resembles class 1 with probability 1 / (1 + exp(-2)); q = 0.3 of 6000 images
+    att = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.6, 0.0, 0.8]])
+    n, q = 6000, 0.3
+    labels = torch.cat([torch.zeros(n, dtype=torch.int64), torch.tensor([1, 2])])
+    z = synthesize_features(att, labels, **_PLAIN, seen_classes=torch.tensor([0]), confusion_temperature=0.1,
+                            unseen_lookalike_fraction=q, unseen_lookalike_share=1.0,
+                            generator=torch.Generator().manual_seed(2))
+    as_1 = (z[:n] == z[n]).all(dim=1)
+    as_2 = (z[:n] == z[n + 1]).all(dim=1)
+    own = synthesize_features(att, torch.tensor([0]), **_PLAIN, generator=torch.Generator().manual_seed(2))[0]
+    kept = z[:n][~(as_1 | as_2)]  # the rest show their own class, every one the same
+    assert kept.shape[0] > 0 and (kept == kept[0]).all()
+    torch.testing.assert_close(kept[0], own, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(own, z[n]) and not torch.allclose(own, z[n + 1])
+    picked = float((as_1 | as_2).double().mean())
+    assert abs(picked - q) < 4 * (q * (1 - q) / n) ** 0.5, picked
+    p1 = 1 / (1 + torch.exp(torch.tensor(-2.0)).item())  # softmax of (0.8, 0.6) / 0.1
+    share_1 = float(as_1.sum() / (as_1 | as_2).sum())
+    assert abs(share_1 - p1) < 4 * (p1 * (1 - p1) / float((as_1 | as_2).sum())) ** 0.5, (share_1, p1)
+
+
+def test_unseen_lookalikes_refuse_bad_parameters():
+    att, y, g = torch.rand(4, 3), torch.tensor([0, 1, 2, 3]), torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"unseen_lookalike_fraction and unseen_lookalike_share in \[0, 1\], got 1.5"):
+        synthesize_features(att, y, unseen_lookalike_fraction=1.5, seen_classes=torch.tensor([0]), generator=g)
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got 0.5, nan"):
+        synthesize_features(att, y, unseen_lookalike_fraction=0.5, unseen_lookalike_share=float("nan"),
+                            seen_classes=torch.tensor([0]), generator=g)
+    with pytest.raises(ValueError, match="unseen_lookalike_fraction > 0 needs seen_classes"):
+        synthesize_features(att, y, unseen_lookalike_fraction=0.5, generator=g)
+    with pytest.raises(ValueError, match="needs at least one unseen class"):
+        synthesize_features(att, y, unseen_lookalike_fraction=0.5, seen_classes=torch.arange(4), generator=g)
+    with pytest.raises(ValueError, match=r"seen_classes must be indices in \[0, 3\]"):
+        synthesize_features(att, y, unseen_lookalike_fraction=0.5, seen_classes=torch.tensor([7]), generator=g)
