@@ -28,11 +28,15 @@ All metrics come from :mod:`analysis.metrics` and :mod:`analysis.evaluation`.  W
     OMP_NUM_THREADS=1 python bench/realism.py --presets AWA1,CUB --epochs 50 --seeds 1,2,3
     python bench/realism.py ... --json card.json   # every seed's values, settings, environment
     python bench/realism.py --legacy ...     # the generator before the seen-bias mechanism
+    python bench/realism.py --from-json card.json   # the checks of issue 14 on a saved card
+
+After the card it prints issue 14's checks (:func:`card_checks`), each with what it read.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -110,6 +114,61 @@ COLUMNS = ("cos_s", "cos_u", "near_s", "near_u", "orc_s", "orc_u", "shrink", "ZS
            "H@0.95", "U@1", "S@1", "H@1", "U/ZSL", "AUSUC", "ratio")
 
 
+# Issue 14's checks (README, "The synthetic default, and how real it is"), decided on the CN
+# row's means over seeds; the published CN H of PAPER.md section 1 (real features).
+PUBLISHED_CN_H = {"AWA1": 67.8, "AWA2": 67.6, "CUB": 50.3, "SUN": 43.1}
+S_ABOVE_U = ("AWA1", "AWA2", "CUB")  # the published CN rows have GZSL-S above GZSL-U there
+
+
+def card_checks(card: list[dict]) -> list[tuple[str, str, str, bool]]:
+    """``(preset, check, measured, holds)`` for every check of issue 14 that ``card`` decides.
+
+    ``card`` holds entries as :func:`main` writes them (``preset``, ``row``, ``spec`` as a
+    :class:`SyntheticSpec` or its dict, ``mean`` over seeds of :data:`COLUMNS`); the checks
+    read the ``cn`` row, and the ablation check the ``mlp``, ``mlp+eq9`` and ``cn`` rows
+    (H with the factor 0.95) when all three are present.
+    """
+    rows = {(e["preset"], e["row"]): e for e in card}
+    out: list[tuple[str, str, str, bool]] = []
+    for (preset, row), entry in rows.items():
+        if row != "cn":
+            continue
+        m = entry["mean"]
+        spec = entry["spec"]
+        num_unseen = spec["num_unseen"] if isinstance(spec, dict) else spec.num_unseen
+        chance = 100.0 / num_unseen
+
+        def add(check: str, measured: str, holds: bool) -> None:
+            out.append((preset, check, measured, bool(holds)))
+
+        add("no hub: cos unseen <= cos seen", f"{m['cos_u']:.3f} vs {m['cos_s']:.3f}", m["cos_u"] <= m["cos_s"])
+        add("GZSL-U / ZSL-U in [0.85, 0.95] (factor 0.95)", f"{m['U/ZSL']:.3f}", 0.85 <= m["U/ZSL"] <= 0.95)
+        add("lower with the factor 1.0", f"{m['U@1'] / m['ZSL-U']:.3f}", m["U@1"] < m["U@0.95"])
+        if preset in S_ABOVE_U:
+            add("GZSL-S above GZSL-U", f"{m['S@0.95']:.1f} vs {m['U@0.95']:.1f}", m["S@0.95"] > m["U@0.95"])
+        add("seen-only accuracy below 97 %", f"{m['S_only']:.2f}", m["S_only"] < 97.0)
+        add("AUSUC <= 0.9 seen-only x ZSL-U", f"{m['ratio']:.3f}", m["ratio"] <= 0.9)
+        add("H (0.95) >= H (1.0)", f"{m['H@0.95']:.1f} vs {m['H@1']:.1f}", m["H@0.95"] >= m["H@1"])
+        if preset in PUBLISHED_CN_H:
+            gap = m["H@0.95"] - PUBLISHED_CN_H[preset]
+            add("H within 10 of the published CN H", f"{m['H@0.95']:.1f} vs {PUBLISHED_CN_H[preset]} ({gap:+.1f})",
+                abs(gap) <= 10.0)
+        add("ZSL-U at least 3x chance", f"{m['ZSL-U']:.1f} vs {chance:.1f}", m["ZSL-U"] >= 3 * chance)
+        if (preset, "mlp") in rows and (preset, "mlp+eq9") in rows:
+            h = {r: rows[(preset, r)]["mean"]["H@0.95"] for r in ("mlp", "mlp+eq9", "cn")}
+            add("ablation: + CN >= + Eq. 9 > MLP (H, 0.95)",
+                f"{h['cn']:.1f} / {h['mlp+eq9']:.1f} / {h['mlp']:.1f}", h["cn"] >= h["mlp+eq9"] > h["mlp"])
+    return out
+
+
+def print_checks(card: list[dict]) -> None:
+    """Print :func:`card_checks` one line each, and how many hold."""
+    checks = card_checks(card)
+    for preset, check, measured, holds in checks:
+        print(f"{preset:<6}{'yes' if holds else 'NO':<5}{check:<46}{measured}")
+    print(f"{sum(c[3] for c in checks)} of {len(checks)} checks hold")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", default=",".join(SYNTHETIC_PRESETS), help="comma-separated synthetic presets")
@@ -124,7 +183,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a SyntheticSpec field (repeatable), e.g. --set noise=2")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write every seed's values with the settings and environment (atomically)")
+    p.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="PATH",
+                   help="train nothing: print the checks of cards written by --json (several are merged)")
     args = p.parse_args(argv)
+    if args.from_json is not None:
+        card: list[dict] = []
+        for path in args.from_json:
+            try:
+                card += json.loads(path.read_text())["card"]
+            except (OSError, ValueError, KeyError) as err:
+                p.error(f"--from-json {path}: not a card written by --json ({err})")
+        print_checks(card)
+        return 0
     if args.json is not None and args.json.exists():
         p.error(f"--json {args.json} exists; choose another path (nothing is overwritten)")
     torch.set_num_threads(1)
@@ -155,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                             for c in COLUMNS)
             print(f"{name:<6}{row:<9}{cells}   ({time.perf_counter() - t0:.0f} s, data {generated:.1f} s)",
                   flush=True)
+    print_checks(card)
     if args.json is not None:
         write_json(args.json, {"card": card, "settings": {**vars(args), "overrides": overrides},
                                "data": "synthetic (analysis.synthetic), a stand-in for real features",

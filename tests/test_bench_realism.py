@@ -98,3 +98,75 @@ def test_json_holds_every_seed_and_refuses_to_overwrite(tmp_path, monkeypatch, c
     with pytest.raises(SystemExit):
         realism.main(argv)
     assert "exists" in capsys.readouterr().err and path.read_bytes() == before
+
+
+def _card_entry(preset: str, row: str, **mean: float) -> dict:
+    base = {"cos_s": 0.30, "cos_u": 0.25, "U/ZSL": 0.90, "ZSL-U": 50.0, "U@0.95": 45.0, "U@1": 40.0,
+            "S@0.95": 70.0, "S_only": 90.0, "ratio": 0.85, "H@0.95": 60.0, "H@1": 58.0}
+    spec = {"num_unseen": 10}
+    return {"preset": preset, "row": row, "spec": spec, "mean": {**base, **mean}}
+
+
+def _holds(card: list[dict]) -> dict[tuple[str, str], bool]:
+    return {(preset, check): holds for preset, check, _, holds in realism.card_checks(card)}
+
+
+def test_card_checks_decide_each_check_of_issue_14_at_its_boundary() -> None:
+    # a card that passes everything on AWA1 (published CN H 67.8: 60 is 7.8 below)
+    ok = _holds([_card_entry("AWA1", "cn")])
+    assert all(ok.values()) and len(ok) == 9, ok
+    # each check fails alone when its column crosses its bound; the bounds themselves hold
+    cases = [
+        ({"cos_u": 0.31}, "no hub: cos unseen <= cos seen"),
+        ({"U/ZSL": 0.951}, "GZSL-U / ZSL-U in [0.85, 0.95] (factor 0.95)"),
+        ({"U/ZSL": 0.849}, "GZSL-U / ZSL-U in [0.85, 0.95] (factor 0.95)"),
+        ({"U@1": 45.0}, "lower with the factor 1.0"),
+        ({"S@0.95": 45.0}, "GZSL-S above GZSL-U"),
+        ({"S_only": 97.0}, "seen-only accuracy below 97 %"),
+        ({"ratio": 0.9001}, "AUSUC <= 0.9 seen-only x ZSL-U"),
+        ({"H@1": 60.01}, "H (0.95) >= H (1.0)"),
+        ({"H@0.95": 57.7, "H@1": 50.0}, "H within 10 of the published CN H"),
+        ({"ZSL-U": 29.9, "U@0.95": 25.0, "U@1": 20.0}, "ZSL-U at least 3x chance"),
+    ]
+    for change, check in cases:
+        holds = _holds([_card_entry("AWA1", "cn", **change)])
+        assert holds[("AWA1", check)] is False, (change, check)
+        assert sum(not v for v in holds.values()) == 1, (change, holds)
+    edges = {"U/ZSL": 0.95, "ratio": 0.9, "H@1": 60.0, "cos_u": 0.30}
+    assert all(_holds([_card_entry("AWA1", "cn", **edges)]).values())
+    assert _holds([_card_entry("AWA1", "cn", **{"H@0.95": 57.8, "H@1": 50.0})])[
+        ("AWA1", "H within 10 of the published CN H")]
+
+
+def test_card_checks_apply_each_check_where_the_paper_has_it() -> None:
+    # S above U only on AWA1, AWA2 and CUB; a published H only on the four data sets of the paper
+    sun = {check for preset, check, _, _ in realism.card_checks([_card_entry("SUN", "cn")])}
+    apy = {check for preset, check, _, _ in realism.card_checks([_card_entry("APY", "cn")])}
+    assert "GZSL-S above GZSL-U" not in sun and "H within 10 of the published CN H" in sun
+    assert "H within 10 of the published CN H" not in apy and len(apy) == 7
+    # rows other than cn decide nothing alone; with mlp and mlp+eq9 the ablation order is checked
+    assert realism.card_checks([_card_entry("CUB", "mlp")]) == []
+    card = [_card_entry("CUB", "cn", **{"H@0.95": 50.0, "H@1": 49.0}), _card_entry("CUB", "mlp+eq9", **{"H@0.95": 50.0}),
+            _card_entry("CUB", "mlp", **{"H@0.95": 40.0})]
+    assert _holds(card)[("CUB", "ablation: + CN >= + Eq. 9 > MLP (H, 0.95)")] is True  # a tie counts for CN
+    card[1]["mean"]["H@0.95"] = 50.1
+    assert _holds(card)[("CUB", "ablation: + CN >= + Eq. 9 > MLP (H, 0.95)")] is False
+    card[1]["mean"]["H@0.95"], card[2]["mean"]["H@0.95"] = 45.0, 45.0
+    assert _holds(card)[("CUB", "ablation: + CN >= + Eq. 9 > MLP (H, 0.95)")] is False  # Eq. 9 must beat the MLP
+    # the spec as the dataclass (a card still in memory) gives the same chance level
+    in_memory = _card_entry("APY", "cn", **{"ZSL-U": 24.0, "U@0.95": 21.0, "U@1": 20.0})
+    in_memory["spec"] = SyntheticSpec("APY", 20, 12, 64, 5932, 1483, 7924)
+    assert _holds([in_memory])[("APY", "ZSL-U at least 3x chance")] is False  # 24 < 3 x 100 / 12
+
+
+def test_from_json_prints_the_checks_and_refuses_a_file_that_is_not_a_card(tmp_path, capsys) -> None:
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps({"card": [_card_entry("AWA1", "cn", cos_u=0.5)]}))
+    assert realism.main(["--from-json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "AWA1  NO   no hub" in out and "8 of 9 checks hold" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit):
+        realism.main(["--from-json", str(bad)])
+    assert f"--from-json {bad}: not a card written by --json" in capsys.readouterr().err
