@@ -14,6 +14,7 @@ from analysis.model import preset_config
 from analysis.synthetic import (
     SEEN_BIAS,
     SEMI_SYNTHETIC,
+    SEMI_SYNTHETIC_BY_DATASET,
     SYNTHETIC_PRESETS,
     UNSEEN_LOOKALIKES,
     SyntheticSpec,
@@ -274,10 +275,15 @@ def test_errors():
 
 def test_semi_synthetic_uses_the_preset_with_the_real_attributes_jitter():
     # real attributes differ less between classes than synthetic ones: tau is SEMI_SYNTHETIC's,
-    # everything else the preset's, and an explicit knob wins over both
+    # CUB's m_u that of SEMI_SYNTHETIC_BY_DATASET, everything else the preset's, and an
+    # explicit knob wins over all
     path = real_att_splits("CUB")
     knobs = make_semi_synthetic(path, seed=0, feature_dim=16).provenance["knobs"]
-    assert knobs == {**SYNTHETIC_PRESETS["CUB"].generator_knobs(), **SEMI_SYNTHETIC}
+    assert knobs == {**SYNTHETIC_PRESETS["CUB"].generator_knobs(), **SEMI_SYNTHETIC, "unseen_confusion": 0.35}
+    assert SEMI_SYNTHETIC_BY_DATASET["CUB"] == {"unseen_confusion": 0.35}
+    assert SYNTHETIC_PRESETS["CUB"].unseen_confusion != 0.35
+    assert make_semi_synthetic(path, seed=0, feature_dim=16, unseen_confusion=0.5).provenance["knobs"][
+        "unseen_confusion"] == 0.5
     assert knobs["instance_jitter"] == 1.0 != SYNTHETIC_PRESETS["CUB"].instance_jitter
     assert make_semi_synthetic(path, seed=0, feature_dim=16, instance_jitter=2.5).provenance["knobs"][
         "instance_jitter"] == 2.5
