@@ -115,7 +115,7 @@ COLUMNS = ("cos_s", "cos_u", "near_s", "near_u", "orc_s", "orc_u", "shrink", "ZS
 
 
 # Issue 14's checks (README, "The synthetic default, and how real it is"), decided on the CN
-# row's means over seeds; the published CN H of PAPER.md section 1 (real features).
+# row's means over seeds; the published CN H of docs/science.md section 8.1 (real features).
 PUBLISHED_CN_H = {"AWA1": 67.8, "AWA2": 67.6, "CUB": 50.3, "SUN": 43.1}
 S_ABOVE_U = ("AWA1", "AWA2", "CUB")  # the published CN rows have GZSL-S above GZSL-U there
 
