@@ -22,7 +22,7 @@ Features are non-negative and non-isotropic, like pooled ResNet activations.
 from a ResNet trained on ImageNet, whose classes overlap the seen classes of the proposed
 splits and exclude the unseen ones; in real GZSL a model trained on the seen classes
 takes many unseen images for seen classes (the reason for the calibration factor and for
-AUSUC).  Two parameters of the generator produce that bias:
+AUSUC).  Three mechanisms of the generator produce that bias:
 
 * *look-alike confusion* (``seen_confusion`` m_s, ``unseen_confusion`` m_u,
   ``confusion_temperature`` T): the backbone describes an image with the features of the
@@ -380,24 +380,36 @@ def unexplained_parts(num_classes: int, feature_dim: int, spread: float, generat
     return zeta * torch.exp(spread * nu - spread ** 2 / 2)
 
 
+def _seen_classes(c: int, seen_classes: Tensor | None, needed_by: str) -> tuple[Tensor, Tensor]:
+    """The seen class indices ``[K_s]`` and the seen mask ``[C]``, validated for ``c`` classes;
+    ``needed_by`` names the parameter that needs them (for the error message)."""
+    if seen_classes is None:
+        raise ValueError(f"{needed_by} needs seen_classes (the look-alikes are drawn by seen and unseen class)")
+    seen = torch.as_tensor(seen_classes, dtype=torch.int64).reshape(-1)
+    if seen.numel() == 0 or int(seen.min()) < 0 or int(seen.max()) >= c or seen.unique().numel() != seen.numel():
+        raise ValueError(f"seen_classes must be distinct indices in [0, {c - 1}], got {seen.tolist()}")
+    is_seen = torch.zeros(c, dtype=torch.bool)
+    is_seen[seen] = True
+    return seen, is_seen
+
+
+def _unit_rows(attributes: Tensor) -> Tensor:
+    """Rows of ``attributes`` scaled to unit L2 norm (a zero row stays zero)."""
+    a = attributes.float()
+    return a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def _lookalikes(
     attributes: Tensor, seen_classes: Tensor | None, seen_confusion: float, unseen_confusion: float,
     temperature: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Look-alike probabilities ``[C, K_s]`` over the seen classes, the share ``m`` of each
     class ``[C]`` and the seen class indices ``[K_s]`` (see :func:`synthesize_features`)."""
-    c = attributes.shape[0]
-    if seen_classes is None:
-        raise ValueError("seen_confusion or unseen_confusion > 0 needs seen_classes (the look-alikes are seen classes)")
-    seen = torch.as_tensor(seen_classes, dtype=torch.int64).reshape(-1)
-    if seen.numel() == 0 or int(seen.min()) < 0 or int(seen.max()) >= c or seen.unique().numel() != seen.numel():
-        raise ValueError(f"seen_classes must be distinct indices in [0, {c - 1}], got {seen.tolist()}")
+    seen, is_seen = _seen_classes(attributes.shape[0], seen_classes, "seen_confusion or unseen_confusion > 0")
     if seen_confusion > 0 and seen.numel() < 2:
         raise ValueError("seen_confusion > 0 needs at least 2 seen classes (a seen class is not its own look-alike)")
-    is_seen = torch.zeros(c, dtype=torch.bool)
-    is_seen[seen] = True
     share = torch.where(is_seen, torch.tensor(float(seen_confusion)), torch.tensor(float(unseen_confusion)))
-    unit = attributes.float() / attributes.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    unit = _unit_rows(attributes)
     logits = unit @ unit[seen].T / temperature  # [C, K_s]
     logits[seen, torch.arange(seen.numel())] = -math.inf  # a seen class is not its own look-alike
     if seen.numel() == 1:  # only unseen images borrow (seen_confusion is 0): keep the row finite
@@ -408,18 +420,11 @@ def _lookalikes(
 def _unseen_lookalikes(attributes: Tensor, seen_classes: Tensor | None, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
     """Look-alike probabilities ``[C, K_u]`` over the unseen classes
     (``softmax(cos(a_c, a_u) / T)``), the seen mask ``[C]`` and the unseen indices ``[K_u]``."""
-    c = attributes.shape[0]
-    if seen_classes is None:
-        raise ValueError("unseen_lookalike_fraction > 0 needs seen_classes (seen images resemble the other classes)")
-    seen = torch.as_tensor(seen_classes, dtype=torch.int64).reshape(-1)
-    if seen.numel() and (int(seen.min()) < 0 or int(seen.max()) >= c):
-        raise ValueError(f"seen_classes must be indices in [0, {c - 1}], got {seen.tolist()}")
-    is_seen = torch.zeros(c, dtype=torch.bool)
-    is_seen[seen] = True
+    _, is_seen = _seen_classes(attributes.shape[0], seen_classes, "unseen_lookalike_fraction > 0")
     unseen = (~is_seen).nonzero().squeeze(1)
     if unseen.numel() == 0:
         raise ValueError("unseen_lookalike_fraction > 0 needs at least one unseen class (every class is in seen_classes)")
-    unit = attributes.float() / attributes.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    unit = _unit_rows(attributes)
     return torch.softmax(unit @ unit[unseen].T / temperature, dim=1), is_seen, unseen
 
 

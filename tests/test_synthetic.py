@@ -366,5 +366,7 @@ def test_unseen_lookalikes_refuse_bad_parameters():
         synthesize_features(att, y, unseen_lookalike_fraction=0.5, generator=g)
     with pytest.raises(ValueError, match="needs at least one unseen class"):
         synthesize_features(att, y, unseen_lookalike_fraction=0.5, seen_classes=torch.arange(4), generator=g)
-    with pytest.raises(ValueError, match=r"seen_classes must be indices in \[0, 3\]"):
+    with pytest.raises(ValueError, match=r"seen_classes must be distinct indices in \[0, 3\], got \[7\]"):
         synthesize_features(att, y, unseen_lookalike_fraction=0.5, seen_classes=torch.tensor([7]), generator=g)
+    with pytest.raises(ValueError, match=r"distinct indices in \[0, 3\], got \[0, 0\]"):
+        synthesize_features(att, y, unseen_lookalike_fraction=0.5, seen_classes=torch.tensor([0, 0]), generator=g)
