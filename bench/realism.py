@@ -29,8 +29,15 @@ All metrics come from :mod:`analysis.metrics` and :mod:`analysis.evaluation`.  W
     python bench/realism.py ... --json card.json   # every seed's values, settings, environment
     python bench/realism.py --legacy ...     # the generator before the seen-bias mechanism
     python bench/realism.py --from-json card.json   # the checks of issue 14 on a saved card
+    python bench/realism.py --hub-control --presets AWA1   # where the cosine gap comes from
 
 After the card it prints issue 14's checks (:func:`card_checks`), each with what it read.
+
+``--hub-control`` prints no card: it trains each row twice on the same data, once on the
+seen classes (the ZSL protocol) and once with the unseen classes fitted too
+(:func:`fitted_unseen_split`), and prints cos_s, cos_u and shrink of both on the same
+images (:func:`hub_control`). If the gap cos_u - cos_s closes when the unseen classes are
+fitted, it is made by which classes the training fitted, not by the features.
 """
 
 from __future__ import annotations
@@ -39,12 +46,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from analysis.data import ZSLData  # noqa: E402
 from analysis.evaluation import class_logits, evaluate  # noqa: E402
 from analysis.experiment import mean_std  # noqa: E402
 from analysis.io import environment_info, write_json  # noqa: E402
@@ -100,6 +109,62 @@ def prototype_shrinkage(prototypes: torch.Tensor, seen: torch.Tensor, unseen: to
     centre = prototypes[seen].mean(dim=0)
     spread = (prototypes - centre).norm(dim=1)
     return float(spread[unseen].mean() / spread[seen].mean())
+
+
+def fitted_unseen_split(data: ZSLData, generator: torch.Generator) -> tuple[ZSLData, torch.Tensor, torch.Tensor]:
+    """The hub's control: ``data`` with every unseen class but the last one fitted in training.
+
+    For each unseen class ``u`` except the largest index, ``floor(n_u / 2)`` of its n_u
+    test_unseen images, drawn by ``generator``, join trainval and the others join test_seen;
+    the last unseen class keeps its images in test_unseen (a :class:`ZSLData` needs one).
+    Features, labels and attributes are those of ``data``, which is not changed.
+
+    Returns:
+        ``(fitted, rows, classes)``: the new data; the images both trainings are measured
+        on (``data.test_seen`` then the unseen images kept out of training), none of them
+        in either trainval; the unseen classes the new data fits (``[K_u - 1]``).
+    """
+    unseen = data.unseen_classes
+    if unseen.numel() < 2:
+        raise ValueError(f"the hub control needs at least 2 unseen classes, got {unseen.numel()}")
+    classes, held = unseen[:-1], unseen[-1:]
+    labels = data.labels[data.test_unseen]
+    train, test = [], []
+    for u in classes.tolist():
+        images = data.test_unseen[labels == u]
+        if images.numel() < 2:
+            raise ValueError(f"unseen class {u} has {images.numel()} test image(s); the hub control needs 2 "
+                             "per class (one to fit, one to measure)")
+        images = images[torch.randperm(images.numel(), generator=generator)]
+        half = images.numel() // 2
+        train.append(images[:half])
+        test.append(images[half:])
+    kept = torch.cat(test)
+    fitted = replace(data, trainval=torch.cat([data.trainval, *train]), test_seen=torch.cat([data.test_seen, kept]),
+                     test_unseen=data.test_unseen[labels == held], train=None, val=None)
+    return fitted, torch.cat([data.test_seen, kept]), classes
+
+
+def hub_control(data: ZSLData, row: str, config: TrainConfig) -> dict[str, dict[str, float]]:
+    """cos_s, cos_u and shrink after training ``row`` on the seen classes, and with the unseen fitted.
+
+    ``"seen only"`` trains on ``data``; ``"unseen fitted"`` on :func:`fitted_unseen_split`
+    (split drawn by a generator seeded with ``config.seed``). Both are measured on the same
+    images, the split's ``rows``, against the seen classes and the unseen classes the
+    split fits (the held-out one is left out of both), cosines as in :func:`measure`.
+    """
+    fitted, rows, classes = fitted_unseen_split(data, torch.Generator().manual_seed(config.seed))
+    seen = data.seen_classes
+    attributes = normalize_attributes(data.attributes, config.attribute_norm)
+    out: dict[str, dict[str, float]] = {}
+    for name, train_data in (("seen only", data), ("unseen fitted", fitted)):
+        model, _ = train_model(preset_config(row, data.attribute_dim, data.feature_dim), train_data, config)
+        cos = class_logits(model, data.features[rows], attributes) / model.config.gamma ** 2
+        with torch.no_grad(), probe_mode(model, "running"):
+            prototypes = model.prototypes(attributes.to(next(model.parameters()).device)).cpu()
+        out[name] = {"cos_s": float(cos[:, seen].mean()), "cos_u": float(cos[:, classes].mean()),
+                     "shrink": prototype_shrinkage(prototypes, seen, classes)}
+    return out
 
 
 def oracle_cosines(data, rows: torch.Tensor) -> torch.Tensor:
@@ -183,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a SyntheticSpec field (repeatable), e.g. --set noise=2")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write every seed's values with the settings and environment (atomically)")
+    p.add_argument("--hub-control", action="store_true",
+                   help="no card: cos_s, cos_u, shrink after training on the seen classes and with the unseen fitted")
     p.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="PATH",
                    help="train nothing: print the checks of cards written by --json (several are merged)")
     args = p.parse_args(argv)
@@ -208,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     print(f"epochs {args.epochs} · seeds {','.join(map(str, seeds))} · data seed {args.data_seed}"
           + (" · legacy generator" if args.legacy else "") + (f" · overrides {overrides}" if args.set else "") + " · means over seeds")
+    if args.hub_control:
+        return _print_hub_control(args, seeds, overrides)
     print(f"{'preset':<6}{'row':<9}" + "".join(f"{c:>8}" for c in COLUMNS))
     card: list[dict] = []
     for name in args.presets.split(","):
@@ -228,6 +297,31 @@ def main(argv: list[str] | None = None) -> int:
     print_checks(card)
     if args.json is not None:
         write_json(args.json, {"card": card, "settings": {**vars(args), "overrides": overrides},
+                               "data": "synthetic (analysis.synthetic), a stand-in for real features",
+                               "environment": environment_info(args.device if args.device != "auto" else None)})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print_hub_control(args: argparse.Namespace, seeds: list[int], overrides: dict[str, float]) -> int:
+    """``--hub-control``: :func:`hub_control` per preset, row and seed, means over seeds; JSON with --json."""
+    print(f"{'preset':<6}{'row':<9}{'trained on':<15}{'cos_s':>8}{'cos_u':>8}{'gap':>8}{'shrink':>8}")
+    entries: list[dict] = []
+    for name in args.presets.split(","):
+        t0 = time.perf_counter()
+        data = make_synthetic(synthetic_spec(name, **overrides), seed=args.data_seed)
+        for row in args.rows.split(","):
+            runs = {s: hub_control(data, row, TrainConfig(epochs=args.epochs, seed=s, device=args.device,
+                                                          progress=False)) for s in seeds}
+            means = {fit: {k: mean_std([runs[s][fit][k] for s in seeds])[0] for k in ("cos_s", "cos_u", "shrink")}
+                     for fit in ("seen only", "unseen fitted")}
+            for fit, m in means.items():
+                print(f"{name:<6}{row:<9}{fit:<15}{m['cos_s']:8.3f}{m['cos_u']:8.3f}{m['cos_u'] - m['cos_s']:+8.3f}"
+                      f"{m['shrink']:8.3f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
+            entries.append({"preset": name, "row": row, "spec": synthetic_spec(name, **overrides), "mean": means,
+                            "per_seed": runs})
+    if args.json is not None:
+        write_json(args.json, {"hub_control": entries, "settings": {**vars(args), "overrides": overrides},
                                "data": "synthetic (analysis.synthetic), a stand-in for real features",
                                "environment": environment_info(args.device if args.device != "auto" else None)})
         print(f"wrote {args.json}")

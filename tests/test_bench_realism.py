@@ -170,3 +170,66 @@ def test_from_json_prints_the_checks_and_refuses_a_file_that_is_not_a_card(tmp_p
     with pytest.raises(SystemExit):
         realism.main(["--from-json", str(bad)])
     assert f"--from-json {bad}: not a card written by --json" in capsys.readouterr().err
+
+
+def test_fitted_unseen_split_moves_half_of_each_unseen_class_but_the_last() -> None:
+    data = make_synthetic(TINY, seed=0)
+    before = {k: getattr(data, k).clone() for k in ("trainval", "test_seen", "test_unseen", "features", "labels")}
+    fitted, rows, classes = realism.fitted_unseen_split(data, torch.Generator().manual_seed(5))
+    unseen = data.unseen_classes
+    assert classes.tolist() == unseen[:-1].tolist()
+    assert fitted.unseen_classes.tolist() == unseen[-1:].tolist()  # the last one stays unseen
+    assert fitted.seen_classes.tolist() == sorted(data.seen_classes.tolist() + classes.tolist())
+    for u in classes.tolist():
+        n_u = int((data.labels[data.test_unseen] == u).sum())
+        moved = int((fitted.labels[fitted.trainval] == u).sum())
+        assert moved == n_u // 2 and int((fitted.labels[rows] == u).sum()) == n_u - n_u // 2
+    # the measured rows: test_seen first, then the kept unseen images; none of them trained on
+    assert rows[: data.test_seen.numel()].tolist() == data.test_seen.tolist()
+    assert not torch.isin(rows, fitted.trainval).any() and not torch.isin(rows, data.trainval).any()
+    assert torch.equal(fitted.test_unseen, data.test_unseen[data.labels[data.test_unseen] == unseen[-1]])
+    for key, value in before.items():  # data is not changed
+        assert torch.equal(getattr(data, key), value), key
+    again, rows_again, _ = realism.fitted_unseen_split(data, torch.Generator().manual_seed(5))
+    assert torch.equal(again.trainval, fitted.trainval) and torch.equal(rows_again, rows)
+    other, _, _ = realism.fitted_unseen_split(data, torch.Generator().manual_seed(6))
+    assert not torch.equal(other.trainval, fitted.trainval)  # the generator draws the halves
+    one = make_synthetic(replace(TINY, num_unseen=1, test_unseen=20), seed=0)
+    with pytest.raises(ValueError, match="at least 2 unseen classes, got 1"):
+        realism.fitted_unseen_split(one, torch.Generator())
+
+
+def test_hub_control_measures_both_trainings_on_the_same_images() -> None:
+    from analysis.training import train_model
+
+    data = make_synthetic(TINY, seed=0)
+    config = TrainConfig(epochs=1, batch_size=32, seed=4, progress=False)
+    out = realism.hub_control(data, "cn", config)
+    fitted, rows, classes = realism.fitted_unseen_split(data, torch.Generator().manual_seed(4))
+    attributes = normalize_attributes(data.attributes, config.attribute_norm)
+    seen = data.seen_classes
+    for name, train_data in (("seen only", data), ("unseen fitted", fitted)):
+        model, _ = train_model(preset_config("cn", data.attribute_dim, data.feature_dim), train_data, config)
+        with torch.no_grad():
+            protos = model.eval().prototypes(attributes)
+        z = torch.nn.functional.normalize(data.features[rows], dim=1)
+        cos = z @ torch.nn.functional.normalize(protos, dim=1).T
+        assert out[name]["cos_s"] == pytest.approx(float(cos[:, seen].mean()), rel=1e-5, abs=0), name
+        assert out[name]["cos_u"] == pytest.approx(float(cos[:, classes].mean()), rel=1e-5, abs=0), name
+        assert out[name]["shrink"] == pytest.approx(
+            realism.prototype_shrinkage(protos, seen, classes), rel=1e-6, abs=0), name
+    assert out["seen only"] != out["unseen fitted"]
+
+
+def test_hub_control_cli_prints_both_trainings_and_writes_json(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(realism.SYNTHETIC_PRESETS, "TINY", TINY)
+    path = tmp_path / "hub.json"
+    argv = ["--hub-control", "--presets", "TINY", "--epochs", "1", "--seeds", "1,2", "--device", "cpu",
+            "--json", str(path)]
+    assert realism.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "seen only" in printed and "unseen fitted" in printed and "checks hold" not in printed
+    (entry,) = json.loads(path.read_text())["hub_control"]
+    for fit in ("seen only", "unseen fitted"):
+        values = [entry["per_seed"][s][fit]["shrink"] for s in ("1", "2")]
+        assert entry["mean"][fit]["shrink"] == pytest.approx(sum(values) / 2, rel=1e-12, abs=0)
