@@ -117,7 +117,8 @@ def fitted_unseen_split(data: ZSLData, generator: torch.Generator) -> tuple[ZSLD
     For each unseen class ``u`` except the largest index, ``floor(n_u / 2)`` of its n_u
     test_unseen images, drawn by ``generator``, join trainval and the others join test_seen;
     the last unseen class keeps its images in test_unseen (a :class:`ZSLData` needs one).
-    Features, labels and attributes are those of ``data``, which is not changed.
+    Features, labels and attributes are those of ``data``, which is not changed; the optional
+    ``train`` / ``val`` subsets are dropped (training reads ``trainval``).
 
     Returns:
         ``(fitted, rows, classes)``: the new data; the images both trainings are measured
