@@ -78,13 +78,14 @@ def measure(data, row: str, config: TrainConfig) -> dict[str, float]:
     out["ZSL-U"], out["AUSUC"] = e["zsl_unseen"], e["ausuc"]  # neither depends on the factor
     attributes = normalize_attributes(data.attributes, config.attribute_norm)
     tests = torch.cat([data.test_seen, data.test_unseen])
-    cos = class_logits(model, data.features[tests], attributes) / model.config.gamma ** 2  # [n, C]
+    device = next(model.parameters()).device  # --device cuda: the model is there, the data are not
+    cos = class_logits(model, data.features[tests].to(device), attributes.to(device)).cpu() / model.config.gamma ** 2
     out["cos_s"] = float(cos[:, data.seen_classes].mean())
     out["cos_u"] = float(cos[:, data.unseen_classes].mean())
     out["near_s"] = float(cos[:, data.seen_classes].max(dim=1).values.mean())
     out["near_u"] = float(cos[:, data.unseen_classes].max(dim=1).values.mean())
     with torch.no_grad(), probe_mode(model, "running"):
-        prototypes = model.prototypes(attributes.to(next(model.parameters()).device)).cpu()
+        prototypes = model.prototypes(attributes.to(device)).cpu()
     out["shrink"] = prototype_shrinkage(prototypes, data.seen_classes, data.unseen_classes)
     oracle = oracle_cosines(data, tests)
     out["orc_s"] = float(oracle[:, data.seen_classes].mean())
@@ -160,9 +161,10 @@ def hub_control(data: ZSLData, row: str, config: TrainConfig) -> dict[str, dict[
     out: dict[str, dict[str, float]] = {}
     for name, train_data in (("seen only", data), ("unseen fitted", fitted)):
         model, _ = train_model(preset_config(row, data.attribute_dim, data.feature_dim), train_data, config)
-        cos = class_logits(model, data.features[rows], attributes) / model.config.gamma ** 2
+        device = next(model.parameters()).device
+        cos = class_logits(model, data.features[rows].to(device), attributes.to(device)).cpu() / model.config.gamma ** 2
         with torch.no_grad(), probe_mode(model, "running"):
-            prototypes = model.prototypes(attributes.to(next(model.parameters()).device)).cpu()
+            prototypes = model.prototypes(attributes.to(device)).cpu()
         out[name] = {"cos_s": float(cos[:, seen].mean()), "cos_u": float(cos[:, classes].mean()),
                      "shrink": prototype_shrinkage(prototypes, seen, classes)}
     return out

@@ -233,3 +233,16 @@ def test_hub_control_cli_prints_both_trainings_and_writes_json(tmp_path, monkeyp
     for fit in ("seen only", "unseen fitted"):
         values = [entry["per_seed"][s][fit]["shrink"] for s in ("1", "2")]
         assert entry["mean"][fit]["shrink"] == pytest.approx(sum(values) / 2, rel=1e-12, abs=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_card_and_hub_control_run_with_the_model_on_cuda() -> None:
+    # the regression this guards: the model trains on CUDA while the data stay on the CPU
+    data = make_synthetic(TINY, seed=0)
+    config = TrainConfig(epochs=1, batch_size=32, seed=3, device="cuda", progress=False)
+    out = realism.measure(data, "cn", config)
+    assert all(-1.0 <= out[k] <= 1.0 for k in ("cos_s", "cos_u", "near_s", "near_u")) and out["shrink"] > 0
+    control = realism.hub_control(data, "cn", config)
+    assert set(control) == {"seen only", "unseen fitted"}
+    assert all(-1.0 <= v[k] <= 1.0 for v in control.values() for k in ("cos_s", "cos_u"))
