@@ -78,14 +78,11 @@ def measure(data, row: str, config: TrainConfig) -> dict[str, float]:
     out["ZSL-U"], out["AUSUC"] = e["zsl_unseen"], e["ausuc"]  # neither depends on the factor
     attributes = normalize_attributes(data.attributes, config.attribute_norm)
     tests = torch.cat([data.test_seen, data.test_unseen])
-    device = next(model.parameters()).device  # --device cuda: the model is there, the data are not
-    cos = class_logits(model, data.features[tests].to(device), attributes.to(device)).cpu() / model.config.gamma ** 2
+    cos, prototypes = cosines_and_prototypes(model, data.features[tests], attributes)
     out["cos_s"] = float(cos[:, data.seen_classes].mean())
     out["cos_u"] = float(cos[:, data.unseen_classes].mean())
     out["near_s"] = float(cos[:, data.seen_classes].max(dim=1).values.mean())
     out["near_u"] = float(cos[:, data.unseen_classes].max(dim=1).values.mean())
-    with torch.no_grad(), probe_mode(model, "running"):
-        prototypes = model.prototypes(attributes.to(device)).cpu()
     out["shrink"] = prototype_shrinkage(prototypes, data.seen_classes, data.unseen_classes)
     oracle = oracle_cosines(data, tests)
     out["orc_s"] = float(oracle[:, data.seen_classes].mean())
@@ -95,6 +92,18 @@ def measure(data, row: str, config: TrainConfig) -> dict[str, float]:
     out["U/ZSL"] = out["U@0.95"] / max(out["ZSL-U"], 1e-12)
     out["ratio"] = 100.0 * out["AUSUC"] / max(out["S_only"] * out["ZSL-U"], 1e-12)
     return out
+
+
+def cosines_and_prototypes(model, features: torch.Tensor, attributes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode cosines ``[n, C]`` (logits / gamma^2) of ``features`` to every class, and the
+    prototypes ``[C, d_z]``, both on the CPU; the inputs are moved to the model's device first
+    (with ``--device cuda`` the model trains there while the data stay on the CPU)."""
+    device = next(model.parameters()).device
+    attributes = attributes.to(device)
+    cos = class_logits(model, features.to(device), attributes).cpu() / model.config.gamma ** 2
+    with torch.no_grad(), probe_mode(model, "running"):
+        prototypes = model.prototypes(attributes).cpu()
+    return cos, prototypes
 
 
 def prototype_shrinkage(prototypes: torch.Tensor, seen: torch.Tensor, unseen: torch.Tensor) -> float:
@@ -161,10 +170,7 @@ def hub_control(data: ZSLData, row: str, config: TrainConfig) -> dict[str, dict[
     out: dict[str, dict[str, float]] = {}
     for name, train_data in (("seen only", data), ("unseen fitted", fitted)):
         model, _ = train_model(preset_config(row, data.attribute_dim, data.feature_dim), train_data, config)
-        device = next(model.parameters()).device
-        cos = class_logits(model, data.features[rows].to(device), attributes.to(device)).cpu() / model.config.gamma ** 2
-        with torch.no_grad(), probe_mode(model, "running"):
-            prototypes = model.prototypes(attributes.to(device)).cpu()
+        cos, prototypes = cosines_and_prototypes(model, data.features[rows], attributes)
         out[name] = {"cos_s": float(cos[:, seen].mean()), "cos_u": float(cos[:, classes].mean()),
                      "shrink": prototype_shrinkage(prototypes, seen, classes)}
     return out
@@ -298,12 +304,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<6}{row:<9}{cells}   ({time.perf_counter() - t0:.0f} s, data {generated:.1f} s)",
                   flush=True)
     print_checks(card)
-    if args.json is not None:
-        write_json(args.json, {"card": card, "settings": {**vars(args), "overrides": overrides},
-                               "data": "synthetic (analysis.synthetic), a stand-in for real features",
-                               "environment": environment_info(args.device if args.device != "auto" else None)})
-        print(f"wrote {args.json}")
+    _write_json(args, overrides, "card", card)
     return 0
+
+
+def _write_json(args: argparse.Namespace, overrides: dict[str, float], key: str, entries: list[dict]) -> None:
+    """With ``--json``: ``entries`` under ``key``, with the settings and the environment (atomically)."""
+    if args.json is None:
+        return
+    write_json(args.json, {key: entries, "settings": {**vars(args), "overrides": overrides},
+                           "data": "synthetic (analysis.synthetic), a stand-in for real features",
+                           "environment": environment_info(args.device if args.device != "auto" else None)})
+    print(f"wrote {args.json}")
 
 
 def _print_hub_control(args: argparse.Namespace, seeds: list[int], overrides: dict[str, float]) -> int:
@@ -323,11 +335,7 @@ def _print_hub_control(args: argparse.Namespace, seeds: list[int], overrides: di
                       f"{m['shrink']:8.3f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
             entries.append({"preset": name, "row": row, "spec": synthetic_spec(name, **overrides), "mean": means,
                             "per_seed": runs})
-    if args.json is not None:
-        write_json(args.json, {"hub_control": entries, "settings": {**vars(args), "overrides": overrides},
-                               "data": "synthetic (analysis.synthetic), a stand-in for real features",
-                               "environment": environment_info(args.device if args.device != "auto" else None)})
-        print(f"wrote {args.json}")
+    _write_json(args, overrides, "hub_control", entries)
     return 0
 
 
